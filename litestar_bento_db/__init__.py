@@ -1,0 +1,48 @@
+"""litestar-bento-db: a production-grade async SQLAlchemy database layer for Litestar."""
+
+from __future__ import annotations
+
+from litestar_bento_db.config import ConfigError, DatabaseConfig, get_database_config, mask_url
+from litestar_bento_db.engines import (
+    DialectEngine,
+    MySQLEngine,
+    PostgreSQLEngine,
+    SQLiteEngine,
+    get_engine_for_config,
+)
+from litestar_bento_db.lifecycle import (
+    SchemaMismatchError,
+    cleanup_database,
+    drop_all_tables,
+    get_database_info,
+    health_check,
+    init_database,
+)
+from litestar_bento_db.pool import LoopBoundPool
+from litestar_bento_db.session import (
+    create_async_engine_from_config,
+    create_async_session_factory,
+    create_engine_and_session_factory,
+)
+
+__all__ = [
+    "ConfigError",
+    "DatabaseConfig",
+    "DialectEngine",
+    "LoopBoundPool",
+    "MySQLEngine",
+    "PostgreSQLEngine",
+    "SQLiteEngine",
+    "SchemaMismatchError",
+    "cleanup_database",
+    "create_async_engine_from_config",
+    "create_async_session_factory",
+    "create_engine_and_session_factory",
+    "drop_all_tables",
+    "get_database_config",
+    "get_database_info",
+    "get_engine_for_config",
+    "health_check",
+    "init_database",
+    "mask_url",
+]

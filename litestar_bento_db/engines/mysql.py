@@ -1,0 +1,54 @@
+"""MySQL and MariaDB through asyncmy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar_bento_db.engines.base import DialectEngine
+from litestar_bento_db.pool import LoopBoundPool
+
+__all__ = ["MySQLEngine"]
+
+#: seconds the server's idle timeout is kept above ``pool_recycle``
+WAIT_TIMEOUT_MARGIN = 60
+
+
+class MySQLEngine(DialectEngine):
+    """asyncmy: connect timeout, utf8mb4, recycle below ``wait_timeout``, statement limit.
+
+    asyncmy has no command timeout of its own, so every connection sets the server's
+    statement time limit (MariaDB ``max_statement_time``, MySQL ``max_execution_time``)
+    and a session ``wait_timeout`` longer than ``pool_recycle``.
+    """
+
+    database_type = "mysql"
+
+    def get_connect_args(self) -> dict[str, Any]:
+        """Asyncmy ``connect()`` arguments."""
+        return {
+            "connect_timeout": self.config.connect_timeout,
+            "charset": "utf8mb4",
+            "program_name": self.config.application_name,
+        }
+
+    def get_pool_kwargs(self) -> dict[str, Any]:
+        """Pool arguments with the event-loop-safe pool."""
+        return {**super().get_pool_kwargs(), "poolclass": LoopBoundPool}
+
+    def session_statements(self, server_info: str) -> list[str]:
+        """The ``SET SESSION`` statements for a server (its version string decides)."""
+        config = self.config
+        settings: list[str] = []
+        if config.pool_recycle > 0:
+            settings.append(f"wait_timeout = {config.pool_recycle + WAIT_TIMEOUT_MARGIN}")
+        if "mariadb" in server_info.lower():
+            settings.append(f"max_statement_time = {config.command_timeout:g}")
+        else:
+            # MySQL limits read-only SELECTs only, in milliseconds
+            settings.append(f"max_execution_time = {round(config.command_timeout * 1000)}")
+        return [f"SET SESSION {', '.join(settings)}"]
+
+    def on_connect(self, dbapi_connection: Any) -> None:
+        """Apply the session limits on each new connection."""
+        server_info = dbapi_connection.driver_connection.get_server_info()
+        self.run_statements(dbapi_connection, self.session_statements(server_info))

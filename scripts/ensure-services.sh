@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Start the local PostgreSQL and MariaDB servers if they are installed but stopped.
+# Servers that are not installed are left alone: the test suite then skips their
+# backends (or fails, when CI=true).
+set -u
+
+wait_for() {  # name, command...
+    local name=$1; shift
+    for _ in $(seq 1 30); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 1
+    done
+    echo "ensure-services: $name did not come up within 30 s" >&2
+    return 1
+}
+
+if command -v pg_isready >/dev/null 2>&1; then
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+            echo "ensure-services: starting PostgreSQL"
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+            wait_for PostgreSQL pg_isready -q -h 127.0.0.1 -p 5432
+        fi
+    fi
+fi
+
+if [ -x /usr/sbin/mariadbd ]; then
+    if ! mariadb-admin -uroot -h127.0.0.1 ping >/dev/null 2>&1; then
+        echo "ensure-services: starting MariaDB"
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+        wait_for MariaDB mariadb-admin -uroot -h127.0.0.1 ping
+    fi
+fi
+exit 0

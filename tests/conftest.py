@@ -1,0 +1,103 @@
+"""Shared fixtures: one suite over SQLite (file and memory), PostgreSQL and MariaDB.
+
+Server URLs come from ``TEST_POSTGRES_URL`` and ``TEST_MYSQL_URL`` (defaults: the
+local servers). An unreachable server skips its tests locally and fails them when
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
+
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
+SERVER_URLS = {"postgresql": POSTGRES_URL, "mysql": MYSQL_URL}
+ALL_BACKENDS = ["sqlite_file", "sqlite_memory", "postgresql", "mysql"]
+SERVER_BACKENDS = ["postgresql", "mysql"]
+#: a password that must never show up in any output
+SECRET = "s3cr3t-Pa55word"
+
+_reachable: dict[str, bool] = {}
+
+
+def _is_reachable(url: str) -> bool:
+    if url not in _reachable:
+        parsed = make_url(url)
+        try:
+            with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 0), 2):
+                _reachable[url] = True
+        except OSError:
+            _reachable[url] = False
+    return _reachable[url]
+
+
+def require_server(kind: str) -> str:
+    """The server URL for ``kind``; skip (locally) or fail (CI) when it is down."""
+    url = SERVER_URLS[kind]
+    if not _is_reachable(url):
+        reason = f"{kind} server not reachable at {make_url(url).host}:{make_url(url).port}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    return url
+
+
+def backend_url(backend: str, tmp_path: Path) -> str:
+    """A database URL for one of ``ALL_BACKENDS``."""
+    if backend == "sqlite_file":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    if backend == "sqlite_memory":
+        return "sqlite+aiosqlite:///:memory:"
+    return require_server(backend)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> str:
+    return backend_url(backend, tmp_path)
+
+
+@pytest.fixture
+def server_url(server_backend: str) -> str:
+    return require_server(server_backend)
+
+
+@pytest.fixture
+def config(db_url: str) -> DatabaseConfig:
+    return DatabaseConfig(url=db_url, pool_size=3, max_overflow=2, application_name="bento-tests")
+
+
+@pytest.fixture
+async def engine(config: DatabaseConfig) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine_from_config(config)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``DB_*`` or ``DATABASE_URL`` variables from the outer environment."""
+    for name in list(os.environ):
+        if name.startswith("DB_") or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    return monkeypatch

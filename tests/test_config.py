@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import pytest
+
+from litestar_bento_db import ConfigError, DatabaseConfig, get_database_config
+from tests.conftest import SECRET
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+def test_defaults_match_the_seed() -> None:
+    config = DatabaseConfig()
+    assert config.url == "sqlite+aiosqlite:///app.db"
+    assert (config.pool_size, config.max_overflow) == (5, 10)
+    assert (config.pool_timeout, config.pool_recycle) == (30.0, 3600)
+    assert config.pool_pre_ping is True
+    assert (config.connect_timeout, config.command_timeout) == (10.0, 60.0)
+    assert config.echo is False
+
+
+def test_environment_fills_fields_and_explicit_arguments_win(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DB_URL", f"postgresql://app:{SECRET}@db.internal:5433/orders")
+    clean_env.setenv("DB_POOL_SIZE", "20")
+    clean_env.setenv("DB_MAX_OVERFLOW", "-1")
+    clean_env.setenv("DB_POOL_TIMEOUT", "2.5")
+    clean_env.setenv("DB_POOL_RECYCLE", "1800")
+    clean_env.setenv("DB_POOL_PRE_PING", "off")
+    clean_env.setenv("DB_CONNECT_TIMEOUT", "3")
+    clean_env.setenv("DB_COMMAND_TIMEOUT", "0")
+    clean_env.setenv("DB_ECHO", "yes")
+    clean_env.setenv("DB_APPLICATION_NAME", "orders-api")
+    clean_env.setenv("DB_PGBOUNCER", "true")
+    clean_env.setenv("DB_WARMUP_CONNECTIONS", "4")
+    config = DatabaseConfig(pool_size=7)
+    assert config.url == f"postgresql+asyncpg://app:{SECRET}@db.internal:5433/orders"
+    assert config.pool_size == 7  # explicit wins
+    assert config.max_overflow == -1
+    assert config.pool_timeout == 2.5
+    assert config.pool_recycle == 1800
+    assert config.pool_pre_ping is False
+    assert config.connect_timeout == 3.0
+    assert config.command_timeout == 0.0
+    assert config.echo is True
+    assert config.application_name == "orders-api"
+    assert config.pgbouncer is True
+    assert config.warmup_connections == 4
+    assert get_database_config().pool_size == 20
+    assert get_database_config(pool_size=1).pool_size == 1
+
+
+def test_database_url_is_the_fallback_for_db_url(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DATABASE_URL", "postgres://u@h/d")
+    assert DatabaseConfig().url == "postgresql+asyncpg://u@h/d"
+    clean_env.setenv("DB_URL", "mysql://u@h/d")
+    assert DatabaseConfig().url == "mysql+asyncmy://u@h/d"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected", "database_type"),
+    [
+        ("postgresql://u@h/d", "postgresql+asyncpg://u@h/d", "postgresql"),
+        ("postgres://u@h/d", "postgresql+asyncpg://u@h/d", "postgresql"),
+        ("postgresql+asyncpg://u@h/d", "postgresql+asyncpg://u@h/d", "postgresql"),
+        ("mysql://u@h/d", "mysql+asyncmy://u@h/d", "mysql"),
+        ("mariadb://u@h/d", "mysql+asyncmy://u@h/d", "mysql"),
+        ("mariadb+asyncmy://u@h/d", "mysql+asyncmy://u@h/d", "mysql"),
+        ("sqlite:///app.db", "sqlite+aiosqlite:///app.db", "sqlite"),
+        ("sqlite:///:memory:", "sqlite+aiosqlite:///:memory:", "sqlite"),
+    ],
+)
+def test_driverless_urls_get_the_async_driver(url: str, expected: str, database_type: str) -> None:
+    config = DatabaseConfig(url=url)
+    assert config.url == expected
+    assert config.database_type == database_type
+    assert config.is_postgres is (database_type == "postgresql")
+    assert config.is_mysql is (database_type == "mysql")
+    assert config.is_sqlite is (database_type == "sqlite")
+    assert config.driver == expected.split("+")[1].split(":")[0]
+
+
+BAD_FIELDS = [
+    ({"url": f"postgresql://u:{SECRET}@h:99999/d"}, "url", "port"),
+    ({"url": f"not a url {SECRET}"}, "url", "malformed"),
+    ({"url": f"oracle://u:{SECRET}@h/d"}, "url", "unsupported database 'oracle'"),
+    ({"url": f"postgresql+psycopg2://u:{SECRET}@h/d"}, "url", "postgresql+asyncpg"),
+    ({"url": f"mysql+pymysql://u:{SECRET}@h/d"}, "url", "mysql+asyncmy"),
+    ({"url": f"mysql+aiomysql://u:{SECRET}@h/d"}, "url", "mysql+asyncmy"),
+    ({"url": "sqlite+pysqlite:///x.db"}, "url", "sqlite+aiosqlite"),
+    ({"url": f"postgresql://u:{SECRET}@/d"}, "url", "needs a host"),
+    ({"url": ""}, "url", "expected a database URL"),
+    ({"pool_size": -1}, "pool_size", "integer >= 0"),
+    ({"pool_size": "abc"}, "pool_size", "integer >= 0, got 'abc'"),
+    ({"max_overflow": -2}, "max_overflow", "integer >= -1"),
+    ({"pool_timeout": 0}, "pool_timeout", "number > 0"),
+    ({"pool_recycle": 1.5}, "pool_recycle", "integer"),
+    ({"connect_timeout": -3}, "connect_timeout", "number > 0"),
+    ({"command_timeout": -1}, "command_timeout", "number >= 0"),
+    ({"command_timeout": float("nan")}, "command_timeout", "finite"),
+    ({"pool_pre_ping": "maybe"}, "pool_pre_ping", "true/false"),
+    ({"echo": "2"}, "echo", "true/false"),
+    ({"application_name": ""}, "application_name", "1 to 63"),
+    ({"pool_size": True}, "pool_size", "integer"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field", "fragment"), BAD_FIELDS)
+def test_bad_arguments_name_the_field(kwargs: dict[str, object], field: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        DatabaseConfig(**kwargs)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith(f"{field}: ")
+    assert fragment in message
+    assert SECRET not in message
+    assert SECRET not in repr(caught.value.__cause__ or "")
+
+
+BAD_VARIABLES = [
+    ("DB_POOL_SIZE", "abc", "DB_POOL_SIZE: expected an integer >= 0, got 'abc'"),
+    ("DB_POOL_SIZE", "-5", "DB_POOL_SIZE: expected an integer >= 0, got -5"),
+    ("DB_MAX_OVERFLOW", "ten", "DB_MAX_OVERFLOW: expected an integer >= -1"),
+    ("DB_POOL_TIMEOUT", "soon", "DB_POOL_TIMEOUT: expected a number > 0"),
+    ("DB_POOL_RECYCLE", "1h", "DB_POOL_RECYCLE: expected an integer >= -1"),
+    ("DB_POOL_PRE_PING", "sometimes", "DB_POOL_PRE_PING: expected true/false"),
+    ("DB_CONNECT_TIMEOUT", "-1", "DB_CONNECT_TIMEOUT: expected a number > 0"),
+    ("DB_COMMAND_TIMEOUT", "inf", "DB_COMMAND_TIMEOUT: expected a finite number"),
+    ("DB_ECHO", "loud", "DB_ECHO: expected true/false"),
+    ("DB_URL", f"postgresql+psycopg2://u:{SECRET}@h/d", "DB_URL: driver 'psycopg2'"),
+    ("DB_URL", f"://u:{SECRET}@", "DB_URL: malformed database URL"),
+    ("DATABASE_URL", f"mssql://u:{SECRET}@h/d", "DATABASE_URL: unsupported database 'mssql'"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), BAD_VARIABLES)
+def test_bad_environment_names_the_variable(
+    clean_env: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    clean_env.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        get_database_config()
+    assert str(caught.value).startswith(expected)
+    assert SECRET not in str(caught.value)
+
+
+def test_password_is_masked_in_repr_and_str() -> None:
+    config = DatabaseConfig(url=f"postgresql://app:{SECRET}@db/orders")
+    for text in (repr(config), str(config), config.safe_url, f"{config}"):
+        assert SECRET not in text
+        assert "app:***@db" in text
+    assert config.url.count(SECRET) == 1  # the real URL is kept for connecting
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown DatabaseConfig field"):
+        get_database_config(pool_sise=3)
+
+
+def test_config_is_immutable() -> None:
+    config = DatabaseConfig()
+    with pytest.raises(AttributeError):
+        config.pool_size = 3  # type: ignore[misc]
