@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from litestar_bento_db.config import DatabaseConfig, DatabaseType
+from litestar_bento_db.resilience.classification import track_commits
 
 __all__ = ["DialectEngine"]
 
@@ -70,6 +71,7 @@ class DialectEngine(ABC):
             self.on_connect(dbapi_connection)
 
         event.listen(engine.sync_engine, "connect", _connect)
+        track_commits(engine)
         return engine
 
     @staticmethod
