@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from litestar_bento_db.config import ConfigError, DatabaseConfig, get_database_config, mask_url
+from litestar_bento_db.draining import (
+    ConnectionDrainer,
+    DrainingMode,
+    DrainStats,
+    SignalDrain,
+    drain_connections,
+    drain_with_signal_handler,
+)
 from litestar_bento_db.engines import (
     DialectEngine,
     MySQLEngine,
@@ -27,17 +35,23 @@ from litestar_bento_db.session import (
 
 __all__ = [
     "ConfigError",
+    "ConnectionDrainer",
     "DatabaseConfig",
+    "DrainStats",
+    "DrainingMode",
     "DialectEngine",
     "LoopBoundPool",
     "MySQLEngine",
     "PostgreSQLEngine",
     "SQLiteEngine",
     "SchemaMismatchError",
+    "SignalDrain",
     "cleanup_database",
     "create_async_engine_from_config",
     "create_async_session_factory",
     "create_engine_and_session_factory",
+    "drain_connections",
+    "drain_with_signal_handler",
     "drop_all_tables",
     "get_database_config",
     "get_database_info",

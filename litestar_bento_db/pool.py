@@ -67,9 +67,39 @@ def _abandon(dbapi_connection: Any, owner: asyncio.AbstractEventLoop) -> None:
 
 
 class LoopBoundPool(AsyncAdaptedQueuePool):
-    """``AsyncAdaptedQueuePool`` that never hands out a connection of another event loop."""
+    """``AsyncAdaptedQueuePool`` that never hands out a connection of another event loop.
+
+    It also keeps the entries it has handed out, so that draining can count them
+    exactly (QueuePool's own figure is reset by ``dispose()``) and close them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._checked_out: set[ConnectionPoolEntry] = set()
+        self._getting = 0
+
+    def checked_out_entries(self) -> frozenset[ConnectionPoolEntry]:
+        """The entries currently checked out of this pool (it may be disposed already)."""
+        return frozenset(self._checked_out)
+
+    def checked_out_count(self) -> int:
+        """Connections handed out, or being opened for a checkout, right now."""
+        return len(self._checked_out) + self._getting
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        self._checked_out.discard(record)
+        super()._do_return_conn(record)
 
     def _do_get(self) -> ConnectionPoolEntry:
+        self._getting += 1  # a new connection is opened inside _do_get: count it already
+        try:
+            record = self._get_same_loop()
+        finally:
+            self._getting -= 1
+        self._checked_out.add(record)
+        return record
+
+    def _get_same_loop(self) -> ConnectionPoolEntry:
         record = super()._do_get()
         connection = record.dbapi_connection
         owner = _is_foreign(connection) if connection is not None else None

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -60,6 +61,34 @@ def backend_url(backend: str, tmp_path: Path) -> str:
     if backend == "sqlite_memory":
         return "sqlite+aiosqlite:///:memory:"
     return require_server(backend)
+
+
+async def create_password_user(backend: str, user: str) -> str:
+    """Create ``user`` afresh on a server, with password ``SECRET``; return its URL.
+
+    PostgreSQL here trusts local connections (the password is not checked); MariaDB
+    checks it. On MariaDB the user gets every right on the ``test`` database; on
+    PostgreSQL grant table rights with :func:`grant_table`.
+    """
+    admin = create_async_engine_from_config(DatabaseConfig(url=require_server(backend)))
+    try:
+        async with admin.begin() as c:
+            if backend == "postgresql":
+                exists = await c.execute(
+                    text("SELECT 1 FROM pg_roles WHERE rolname = :u"), {"u": user}
+                )
+                if exists.first():
+                    await c.execute(text(f"DROP OWNED BY {user}"))
+                    await c.execute(text(f"DROP ROLE {user}"))
+                await c.execute(text(f"CREATE ROLE {user} LOGIN PASSWORD '{SECRET}'"))
+            else:
+                await c.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+                await c.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{SECRET}'"))
+                await c.execute(text(f"GRANT ALL ON test.* TO '{user}'@'%'"))
+    finally:
+        await admin.dispose()
+    scheme = "postgresql" if backend == "postgresql" else "mysql"
+    return f"{scheme}://{user}:{SECRET}@127.0.0.1/test"
 
 
 @pytest.fixture(params=ALL_BACKENDS)

@@ -22,7 +22,7 @@ from litestar_bento_db import (
     health_check,
     init_database,
 )
-from tests.conftest import SECRET, require_server
+from tests.conftest import SECRET, create_password_user
 
 
 class Base(DeclarativeBase):
@@ -134,19 +134,7 @@ async def test_cleanup_closes_pooled_connections(server_url: str) -> None:
 
 @pytest.fixture
 async def password_url(server_backend: str) -> str:
-    url = require_server(server_backend)
-    admin = create_async_engine_from_config(DatabaseConfig(url=url))
-    async with admin.begin() as connection:
-        if server_backend == "postgresql":
-            await connection.execute(text("DROP ROLE IF EXISTS bento_pw"))
-            await connection.execute(text(f"CREATE ROLE bento_pw LOGIN PASSWORD '{SECRET}'"))
-        else:
-            await connection.execute(text("DROP USER IF EXISTS 'bento_pw'@'%'"))
-            await connection.execute(text(f"CREATE USER 'bento_pw'@'%' IDENTIFIED BY '{SECRET}'"))
-            await connection.execute(text("GRANT ALL ON test.* TO 'bento_pw'@'%'"))
-    await admin.dispose()
-    scheme = "postgresql" if server_backend == "postgresql" else "mysql"
-    return f"{scheme}://bento_pw:{SECRET}@127.0.0.1/test"
+    return await create_password_user(server_backend, "bento_pw")
 
 
 async def test_password_never_in_info_repr_or_logs(
