@@ -26,7 +26,10 @@ from litestar_bento_db.lifecycle import (
     health_check,
     init_database,
 )
+from litestar_bento_db.options import HealthConfig, PluginConfig
+from litestar_bento_db.plugin import DatabasePlugin, DbEngine, DbSession
 from litestar_bento_db.pool import LoopBoundPool
+from litestar_bento_db.runtime import DatabaseRuntime, DatabaseStartupError
 from litestar_bento_db.session import (
     create_async_engine_from_config,
     create_async_session_factory,
@@ -37,11 +40,18 @@ __all__ = [
     "ConfigError",
     "ConnectionDrainer",
     "DatabaseConfig",
+    "DatabasePlugin",
+    "DatabaseRuntime",
+    "DatabaseStartupError",
+    "DbEngine",
+    "DbSession",
     "DrainStats",
     "DrainingMode",
     "DialectEngine",
+    "HealthConfig",
     "LoopBoundPool",
     "MySQLEngine",
+    "PluginConfig",
     "PostgreSQLEngine",
     "SQLiteEngine",
     "SchemaMismatchError",

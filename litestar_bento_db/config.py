@@ -72,6 +72,8 @@ def mask_url(url: str | URL) -> str:
         parsed = url if isinstance(url, URL) else make_url(url)
     except (ArgumentError, ValueError):
         return "<unparseable database URL>"
+    if parsed.password is None and isinstance(url, str):
+        return url  # nothing to hide; rendering would re-quote ':memory:' and options
     return parsed.render_as_string(hide_password=True)
 
 

@@ -1,0 +1,95 @@
+"""Health routes: liveness, readiness and overall status as ``application/health+json``.
+
+``{path}/liveness`` never touches the database. ``{path}/readiness`` answers 503 with
+``Retry-After`` while starting, draining, or when the database does not answer a
+bounded ping. ``{path}`` gives the overall status, with latency and pool figures when
+details are enabled. No URL, host, user or password is ever shown.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Response, Router, get
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from litestar_bento_db.runtime import DatabaseRuntime, Phase
+
+__all__ = ["HEALTH_MEDIA_TYPE", "create_health_router"]
+
+HEALTH_MEDIA_TYPE = "application/health+json"
+
+
+def _response(status: str, body: dict[str, Any], retry_after: int) -> Response[dict[str, Any]]:
+    ok = status != "fail"
+    headers = {"Cache-Control": "no-store"}
+    if not ok:
+        headers["Retry-After"] = str(retry_after)
+    return Response(
+        {"status": status, **body},
+        status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE,
+        media_type=HEALTH_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+async def _readiness(runtime: DatabaseRuntime) -> tuple[str, dict[str, Any]]:
+    if runtime.phase is not Phase.READY:
+        output = runtime.phase.value
+        if runtime.phase is Phase.STARTING and runtime.last_error:
+            output = f"starting: database unavailable ({runtime.last_error})"
+        return "fail", {"output": output}
+    probe = await runtime.probe()
+    if not probe.ok:
+        return "fail", {"output": f"database unavailable ({probe.error})"}
+    return "pass", {}
+
+
+def create_health_router(runtime: DatabaseRuntime) -> Router:
+    """Build the health routes for ``runtime`` under its configured path."""
+    health = runtime.config.health
+    assert health.path is not None
+    opt = {"exclude_from_auth": health.exclude_from_auth}
+    retry_after = health.retry_after
+
+    @get("/liveness", include_in_schema=health.include_in_schema, opt=opt, sync_to_thread=False)
+    def liveness() -> Response[dict[str, Any]]:
+        """The process answers; the database is not consulted."""
+        return _response("pass", {}, retry_after)
+
+    @get("/readiness", include_in_schema=health.include_in_schema, opt=opt)
+    async def readiness() -> Response[dict[str, Any]]:
+        """Ready for traffic: started, not draining, database answering."""
+        status, body = await _readiness(runtime)
+        return _response(status, body, retry_after)
+
+    @get(
+        "/",
+        include_in_schema=health.include_in_schema,
+        opt=opt,
+        guards=list(health.guards),
+    )
+    async def overall() -> Response[dict[str, Any]]:
+        """Overall status; latency and pool figures when details are enabled."""
+        status, body = await _readiness(runtime)
+        if health.details:
+            probe = runtime._probe
+            now = time.time()
+            checks: dict[str, list[dict[str, Any]]] = {
+                "database:responseTime": [
+                    {
+                        "componentType": "datastore",
+                        "observedValue": probe.latency_ms if probe else None,
+                        "observedUnit": "ms",
+                        "status": status,
+                    }
+                ],
+                "database:connections": [
+                    {"componentType": "datastore", "status": status, **runtime.pool_figures()}
+                ],
+            }
+            body = {**body, "phase": runtime.phase.value, "time": now, "checks": checks}
+        return _response(status, body, retry_after)
+
+    return Router(path=health.path, route_handlers=[liveness, readiness, overall])

@@ -1,0 +1,258 @@
+"""The Litestar plugin with Litestar's test client, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar, Response, get, post
+from litestar.params import FromPath
+from litestar.testing import TestClient
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from litestar_bento_db import (
+    DatabaseConfig,
+    DatabasePlugin,
+    DbEngine,
+    DbSession,
+    HealthConfig,
+    create_async_engine_from_config,
+)
+from tests.conftest import backend_url
+
+SCHEMA = {
+    "postgresql": [
+        "DROP TABLE IF EXISTS bento_note",
+        "DROP TABLE IF EXISTS bento_parent",
+        "CREATE TABLE bento_parent (id int PRIMARY KEY)",
+        "CREATE TABLE bento_note (id int PRIMARY KEY, parent_id int NULL REFERENCES "
+        "bento_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+    ],
+    "mysql": [
+        "DROP TABLE IF EXISTS bento_note",
+        "DROP TABLE IF EXISTS bento_parent",
+        "CREATE TABLE bento_parent (id int PRIMARY KEY) ENGINE=InnoDB",
+        "CREATE TABLE bento_note (id int PRIMARY KEY, parent_id int NULL, "
+        "FOREIGN KEY (parent_id) REFERENCES bento_parent (id)) ENGINE=InnoDB",
+    ],
+    "sqlite": [
+        "DROP TABLE IF EXISTS bento_note",
+        "DROP TABLE IF EXISTS bento_parent",
+        "CREATE TABLE bento_parent (id int PRIMARY KEY)",
+        "CREATE TABLE bento_note (id int PRIMARY KEY, parent_id int NULL REFERENCES "
+        "bento_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+    ],
+}
+
+
+@post("/notes/{note_id:int}")
+async def create_note(db_session: DbSession, note_id: FromPath[int]) -> dict[str, int]:
+    await db_session.execute(text("INSERT INTO bento_note (id) VALUES (:id)"), {"id": note_id})
+    return {"id": note_id}
+
+
+@post("/notes/{note_id:int}/fail")
+async def create_then_fail(db_session: DbSession, note_id: FromPath[int]) -> None:
+    await db_session.execute(text("INSERT INTO bento_note (id) VALUES (:id)"), {"id": note_id})
+    raise RuntimeError("handler failed after writing")
+
+
+@post("/notes/{note_id:int}/reject")
+async def create_then_reject(
+    db_session: DbSession, note_id: FromPath[int]
+) -> Response[dict[str, str]]:
+    await db_session.execute(text("INSERT INTO bento_note (id) VALUES (:id)"), {"id": note_id})
+    return Response({"detail": "conflict"}, status_code=409)
+
+
+@post("/notes/{note_id:int}/orphan")
+async def create_orphan(db_session: DbSession, note_id: FromPath[int]) -> dict[str, int]:
+    """Violates a deferred foreign key: fails only at COMMIT."""
+    await db_session.execute(
+        text("INSERT INTO bento_note (id, parent_id) VALUES (:id, 999)"), {"id": note_id}
+    )
+    return {"id": note_id}
+
+
+@post("/notes/{note_id:int}/lose-commit")
+async def create_and_lose_connection(
+    db_session: DbSession, db_engine: DbEngine, note_id: FromPath[int]
+) -> dict[str, int]:
+    """Kill our own server connection after the write: the COMMIT fails."""
+    await db_session.execute(text("INSERT INTO bento_note (id) VALUES (:id)"), {"id": note_id})
+    postgres = db_engine.dialect.name == "postgresql"
+    who = "SELECT pg_backend_pid()" if postgres else "SELECT CONNECTION_ID()"
+    victim = (await db_session.execute(text(who))).scalar_one()
+    async with db_engine.connect() as admin:
+        kill = "SELECT pg_terminate_backend(:id)" if postgres else "KILL :id"
+        await admin.execute(text(kill), {"id": victim})
+    await asyncio.sleep(0.2)
+    return {"id": note_id}
+
+
+@get("/no-session", sync_to_thread=False)
+def no_session() -> dict[str, str]:
+    return {"db": "untouched"}
+
+
+HANDLERS = [
+    create_note,
+    create_then_fail,
+    create_then_reject,
+    create_orphan,
+    create_and_lose_connection,
+    no_session,
+]
+
+
+def _kind(backend: str) -> str:
+    return "sqlite" if backend.startswith("sqlite") else backend
+
+
+async def _setup(url: str, kind: str) -> None:
+    engine = create_async_engine_from_config(DatabaseConfig(url=url))
+    async with engine.begin() as connection:
+        for statement in SCHEMA[kind]:
+            await connection.execute(text(statement))
+    await engine.dispose()
+
+
+@pytest.fixture
+def app_url(backend: str, tmp_path: Path) -> str:
+    url = backend_url(backend, tmp_path)
+    if backend == "sqlite_memory":
+        # one engine per app: the test reads through the app's own engine below
+        return url
+    asyncio.run(_setup(url, _kind(backend)))
+    return url
+
+
+@pytest.fixture
+def client(app_url: str, backend: str) -> Iterator[TestClient[Litestar]]:
+    plugin = DatabasePlugin(DatabaseConfig(url=app_url, pool_size=3))
+    app = Litestar(route_handlers=HANDLERS, plugins=[plugin])
+    with TestClient(app) as test_client:
+        if backend == "sqlite_memory":
+            test_client.blocking_portal.call(_create_schema, plugin, "sqlite")
+        yield test_client
+
+
+async def _create_schema(plugin: DatabasePlugin, kind: str) -> None:
+    assert plugin.runtime.engine is not None
+    async with plugin.runtime.engine.begin() as connection:
+        for statement in SCHEMA[kind]:
+            await connection.execute(text(statement))
+
+
+async def _ids(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as connection:
+        result = await connection.execute(text("SELECT id FROM bento_note ORDER BY id"))
+        return [int(row[0]) for row in result]
+
+
+def ids(client: TestClient[Litestar]) -> list[int]:
+    plugin = client.app.plugins.get(DatabasePlugin)
+    assert plugin.runtime.engine is not None
+    return client.blocking_portal.call(_ids, plugin.runtime.engine)
+
+
+def test_session_is_injected_and_committed(client: TestClient[Litestar]) -> None:
+    assert client.post("/notes/1").status_code == 201
+    assert client.post("/notes/2").json() == {"id": 2}
+    assert ids(client) == [1, 2]
+
+
+def test_failing_handler_rolls_back(client: TestClient[Litestar]) -> None:
+    assert client.post("/notes/1/fail").status_code == 500
+    assert ids(client) == []
+
+
+def test_error_status_rolls_back(client: TestClient[Litestar]) -> None:
+    assert client.post("/notes/1/reject").status_code == 409
+    assert ids(client) == []
+
+
+def test_handler_without_session_checks_out_no_connection(client: TestClient[Litestar]) -> None:
+    plugin = client.app.plugins.get(DatabasePlugin)
+    assert plugin.runtime.engine is not None
+    checkouts: list[object] = []
+    listener = lambda *args: checkouts.append(args)  # noqa: E731
+    event.listen(plugin.runtime.engine.sync_engine, "checkout", listener)
+    try:
+        for _ in range(5):
+            assert client.get("/no-session").json() == {"db": "untouched"}
+        assert checkouts == []
+        client.post("/notes/7")
+        assert len(checkouts) == 1
+    finally:
+        event.remove(plugin.runtime.engine.sync_engine, "checkout", listener)
+
+
+def test_commit_time_failure_is_an_error_status(
+    client: TestClient[Litestar], backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if backend == "mysql":
+        # MariaDB has no deferred constraints: lose the connection before COMMIT instead
+        response = client.post("/notes/5/lose-commit")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert "outcome is unknown" in response.json()["detail"]
+    else:
+        response = client.post("/notes/5/orphan")
+        assert response.status_code == 500
+    assert ids(client) == []
+    failures = [
+        r for r in caplog.records if r.levelno == logging.ERROR and "commit failed" in r.message
+    ]
+    assert len(failures) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_connection_lost_at_commit_on_postgresql(client: TestClient[Litestar]) -> None:
+    response = client.post("/notes/6/lose-commit")
+    assert response.status_code == 503
+    assert ids(client) == []
+
+
+def test_health_routes(client: TestClient[Litestar]) -> None:
+    for path in ("/health/liveness", "/health/readiness", "/health"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/health+json"
+        assert response.json() == {"status": "pass"}
+
+
+def _details_app(url: str, **health: Any) -> Litestar:
+    plugin = DatabasePlugin(DatabaseConfig(url=url), health=HealthConfig(details=True, **health))
+    return Litestar(route_handlers=[no_session], plugins=[plugin])
+
+
+def test_health_details_only_when_enabled_and_without_secrets(app_url: str) -> None:
+    with TestClient(_details_app(app_url, path="/api/v1/common/health")) as client:
+        client.get("/api/v1/common/health/readiness")
+        body = client.get("/api/v1/common/health").json()
+    assert body["status"] == "pass"
+    latency = body["checks"]["database:responseTime"][0]
+    assert latency["observedUnit"] == "ms"
+    assert latency["observedValue"] is not None
+    assert "pool_checked_out" in body["checks"]["database:connections"][0]
+    text_ = str(body)
+    for secret in ("127.0.0.1", "root", "postgres@", "password"):
+        assert secret not in text_
+
+
+def test_health_details_can_be_guarded(app_url: str) -> None:
+    from litestar.exceptions import NotAuthorizedException
+
+    def deny(*_: Any) -> None:
+        raise NotAuthorizedException()
+
+    with TestClient(_details_app(app_url, guards=[deny])) as client:
+        assert client.get("/health").status_code == 401
+        assert client.get("/health/readiness").status_code == 200
+        assert client.get("/health/liveness").status_code == 200
