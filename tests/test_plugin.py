@@ -256,3 +256,49 @@ def test_health_details_can_be_guarded(app_url: str) -> None:
         assert client.get("/health").status_code == 401
         assert client.get("/health/readiness").status_code == 200
         assert client.get("/health/liveness").status_code == 200
+
+
+background: set[asyncio.Task[None]] = set()
+
+
+@post("/notes/{note_id:int}/later", status_code=202)
+async def write_later(db_engine: DbEngine, note_id: FromPath[int]) -> None:
+    """Hold a connection past the response: only a drain before dispose waits for it."""
+
+    async def work() -> None:
+        async with db_engine.begin() as connection:
+            await connection.execute(
+                text("INSERT INTO bento_note (id) VALUES (:id)"), {"id": note_id}
+            )
+            await asyncio.sleep(0.5)
+
+    task = asyncio.ensure_future(work())
+    background.add(task)
+    task.add_done_callback(background.discard)
+    await asyncio.sleep(0.05)  # the connection is checked out before we answer
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_shutdown_drains_before_the_engine_is_disposed(app_url: str) -> None:
+    plugin = DatabasePlugin(DatabaseConfig(url=app_url), drain_timeout=5)
+    app = Litestar(route_handlers=[write_later], plugins=[plugin])
+    with TestClient(app) as client:
+        assert client.post("/notes/9/later").status_code == 202
+        engine = plugin.runtime.engine
+        assert engine is not None
+    # leaving the client ran the lifespan shutdown: our drain, then advanced-alchemy's dispose
+    stats = plugin.runtime.drain_stats
+    assert stats is not None
+    assert stats["connections_at_start"] == 1  # it saw the connection: the pool was still ours
+    assert stats["success"] is True
+    assert stats["time_taken"] >= 0.3
+    assert plugin.runtime.phase == "stopped"
+
+    async def committed() -> list[int]:
+        engine = create_async_engine_from_config(DatabaseConfig(url=app_url))
+        try:
+            return await _ids(engine)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(committed()) == [9]

@@ -1,0 +1,47 @@
+"""The app the server tests run under uvicorn; settings from DB_* and BENTO_TEST_*."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from litestar import Litestar, get, post
+from litestar.params import FromPath, FromQuery
+from sqlalchemy import text
+
+from litestar_bento_db import DatabasePlugin, DbSession, HealthConfig, PluginConfig
+
+inflight = 0
+
+plugin = DatabasePlugin(
+    PluginConfig(
+        health=HealthConfig(path="/api/v1/common/health", cache_ttl=1.0),
+        fail_fast=os.environ.get("BENTO_TEST_FAIL_FAST") == "1",
+        startup_retry_max_delay=0.5,
+        drain_timeout=float(os.environ.get("BENTO_TEST_DRAIN_TIMEOUT", "30")),
+    )
+)
+
+
+@post("/orders/{order_id:int}")
+async def create_order(
+    db_session: DbSession, order_id: FromPath[int], hold: FromQuery[float] = 0.0
+) -> dict[str, int]:
+    global inflight
+    inflight += 1
+    try:
+        await db_session.execute(
+            text("INSERT INTO bento_srv_order (id) VALUES (:id)"), {"id": order_id}
+        )
+        await asyncio.sleep(hold)
+    finally:
+        inflight -= 1
+    return {"id": order_id}
+
+
+@get("/_test/state", sync_to_thread=False)
+def state() -> dict[str, object]:
+    return {"inflight": inflight, "pings": plugin.runtime.pings, "phase": plugin.runtime.phase}
+
+
+app = Litestar(route_handlers=[create_order, state], plugins=[plugin])
