@@ -302,3 +302,29 @@ def test_shutdown_drains_before_the_engine_is_disposed(app_url: str) -> None:
             await engine.dispose()
 
     assert asyncio.run(committed()) == [9]
+
+
+def test_health_routes_pass_authentication_middleware(app_url: str) -> None:
+    from litestar.connection import ASGIConnection
+    from litestar.exceptions import NotAuthorizedException
+    from litestar.middleware import (
+        AbstractAuthenticationMiddleware,
+        AuthenticationResult,
+        DefineMiddleware,
+    )
+
+    class RejectEveryone(AbstractAuthenticationMiddleware):
+        async def authenticate_request(
+            self, connection: ASGIConnection[Any, Any, Any, Any]
+        ) -> AuthenticationResult:
+            raise NotAuthorizedException()
+
+    app = Litestar(
+        route_handlers=[no_session],
+        plugins=[DatabasePlugin(DatabaseConfig(url=app_url))],
+        middleware=[DefineMiddleware(RejectEveryone)],
+    )
+    with TestClient(app) as client:
+        assert client.get("/no-session").status_code == 401
+        for path in ("/health", "/health/liveness", "/health/readiness"):
+            assert client.get(path).status_code == 200

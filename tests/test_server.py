@@ -289,3 +289,13 @@ def test_cli_check_and_info(orders_url: str) -> None:
     assert "error: database not reachable within 2 s" in down.stderr
     for result in (ok, info, down):
         assert SECRET not in result.stdout + result.stderr
+
+
+def test_advanced_alchemy_migration_cli_still_works() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "litestar", "--app", "tests.server_app:app", "database", "--help"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DB_URL": "sqlite:///:memory:"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "upgrade" in result.stdout
