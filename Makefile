@@ -1,10 +1,11 @@
-# Quick start: `make test` runs the whole suite (the command CI runs);
-# `make check` runs ruff and mypy --strict.
+# Quick start: `make run` serves the example order service on http://127.0.0.1:8089
+# (SQLite; set DB_URL for PostgreSQL or MariaDB); `make test` runs the whole suite
+# (the command CI runs); `make check` runs ruff and mypy --strict.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test check services clean
+.PHONY: install run test check services bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+run: install
+	$(BIN)/python -m example_app
 
 services:
 	bash scripts/ensure-services.sh
@@ -27,6 +31,10 @@ check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# on demand, not in CI: needs the local servers and installs wrk from Debian if missing
+bench: install services
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

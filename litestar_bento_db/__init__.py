@@ -27,7 +27,7 @@ from litestar_bento_db.lifecycle import (
     init_database,
 )
 from litestar_bento_db.options import HealthConfig, PluginConfig
-from litestar_bento_db.plugin import DatabasePlugin, DbEngine, DbSession
+from litestar_bento_db.plugin import DatabasePlugin, DbEngine, DbSession, DbSessionFactory
 from litestar_bento_db.pool import LoopBoundPool
 from litestar_bento_db.runtime import DatabaseRuntime, DatabaseStartupError
 from litestar_bento_db.session import (
@@ -45,6 +45,7 @@ __all__ = [
     "DatabaseStartupError",
     "DbEngine",
     "DbSession",
+    "DbSessionFactory",
     "DrainStats",
     "DrainingMode",
     "DialectEngine",

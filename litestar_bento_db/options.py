@@ -72,6 +72,8 @@ class PluginConfig:
     """Name under which handlers receive the ``AsyncSession``."""
     engine_dependency_key: str = "db_engine"
     """Name under which handlers receive the ``AsyncEngine``."""
+    session_factory_dependency_key: str = "db_session_factory"
+    """Name under which handlers receive the session factory (``async_sessionmaker``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "drain_mode", DrainingMode(self.drain_mode))

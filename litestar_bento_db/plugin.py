@@ -21,10 +21,11 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
     SQLAlchemyPlugin,
 )
-from litestar.di import Dependency
+from litestar.datastructures import State
+from litestar.di import Dependency, Provide
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import CLIPlugin, InitPluginProtocol
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from litestar_bento_db.config import DatabaseConfig
 from litestar_bento_db.health import create_health_router
@@ -37,12 +38,17 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.config.app import AppConfig
 
-__all__ = ["DatabasePlugin", "DbEngine", "DbSession"]
+__all__ = ["DatabasePlugin", "DbEngine", "DbSession", "DbSessionFactory"]
 
 DbSession: TypeAlias = Annotated[AsyncSession, Dependency(kind="named")]
 """``NamedDependency[AsyncSession]``: mark a handler's ``db_session`` parameter with it."""
 DbEngine: TypeAlias = Annotated[AsyncEngine, Dependency(kind="named")]
 """``NamedDependency[AsyncEngine]``: mark a handler's ``db_engine`` parameter with it."""
+DbSessionFactory: TypeAlias = Annotated[
+    "async_sessionmaker[AsyncSession]", Dependency(kind="named")
+]
+"""``NamedDependency[async_sessionmaker]`` (``db_session_factory``): for units of work that
+open their own session and transaction, such as retried use cases."""
 
 
 @dataclass
@@ -112,8 +118,24 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         )
         if self.config.health.path is not None:
             app_config.route_handlers.append(create_health_router(self.runtime))
-        app_config.signature_namespace.update({"DbSession": DbSession, "DbEngine": DbEngine})
+        app_config.dependencies[self.config.session_factory_dependency_key] = Provide(
+            self._provide_session_factory, sync_to_thread=False
+        )
+        app_config.signature_namespace.update(
+            {
+                "DbSession": DbSession,
+                "DbEngine": DbEngine,
+                "DbSessionFactory": DbSessionFactory,
+                "async_sessionmaker": async_sessionmaker,
+            }
+        )
         return app_config
+
+    def _provide_session_factory(self, state: State) -> async_sessionmaker[AsyncSession]:
+        factory: async_sessionmaker[AsyncSession] = state[
+            self.alchemy_config.session_maker_app_state_key
+        ]
+        return factory
 
     def on_cli_init(self, cli: Group) -> None:
         """Add the ``bento-db`` commands (``check``, ``info``)."""

@@ -1,0 +1,1 @@
+"""An order service on litestar-bento-db: customers, products with stock, orders."""
