@@ -34,7 +34,7 @@ check: install
 
 # on demand, not in CI: needs the local servers and installs wrk from Debian if missing
 bench: install services
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,32 @@
+"""What the three benchmark apps share: the URL, pool settings, the table."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+URL = os.environ.get("BENCH_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+#: identical pool settings in all three apps (pre-ping on, as this package's default)
+POOL_SIZE, MAX_OVERFLOW, PRE_PING = 10, 10, True
+POOL: dict[str, object] = {
+    "pool_size": POOL_SIZE,
+    "max_overflow": MAX_OVERFLOW,
+    "pool_pre_ping": PRE_PING,
+}
+ROWS = 1000
+QUERY = text("SELECT id, name FROM bench_item WHERE id = :id")
+
+
+async def create_table(engine: AsyncEngine) -> None:
+    """(Re)create ``bench_item`` with ``ROWS`` rows."""
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP TABLE IF EXISTS bench_item"))
+        await connection.execute(
+            text("CREATE TABLE bench_item (id int PRIMARY KEY, name varchar(40))")
+        )
+        await connection.execute(
+            text("INSERT INTO bench_item VALUES (:id, :name)"),
+            [{"id": i, "name": f"item {i}"} for i in range(1, ROWS + 1)],
+        )

@@ -1,0 +1,292 @@
+"""Run the benchmarks and write ``benchmarks/RESULTS.md`` (on demand, not in CI).
+
+1. Plugin overhead: the same handler (one row by primary key through an injected
+   session) in three apps served by uvicorn, one worker each, against the local
+   PostgreSQL: a hand-written Litestar + SQLAlchemy app (baseline), advanced-alchemy's
+   SQLAlchemyPlugin, and ours. wrk drives them in alternating rounds within one run;
+   requests/s and p99 latency are reported as ratios to the baseline.
+2. Time to ready: process start to the first readiness 200, PostgreSQL and MariaDB,
+   median of several runs, next to the bare import time of the app.
+3. Drain: SIGTERM with N requests inside their transactions: time to exit against the
+   longest remaining transaction.
+
+    make bench      # or: .venv/bin/python -m benchmarks.run_all [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+
+from benchmarks.apps.common import create_table
+from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+MYSQL = os.environ.get("BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
+APPS = {
+    "hand-written Litestar + SQLAlchemy (baseline)": "benchmarks.apps.baseline:app",
+    "advanced-alchemy SQLAlchemyPlugin": "benchmarks.apps.aa:app",
+    "litestar-bento-db DatabasePlugin": "benchmarks.apps.ours:app",
+}
+READY = "/health/readiness"
+WRK_SCRIPT = (
+    'request = function() return wrk.format("GET", "/items/" .. math.random(1, 1000)) end\n'
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(app: str, port: int, url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_URL": url, "LOG_LEVEL": "warning"}
+    code = f"from example_app.__main__ import serve; serve({app!r}, '127.0.0.1', {port})"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def wait_for(port: int, path: str, timeout: float = 30) -> float:
+    started = time.monotonic()
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() - started < timeout:
+            try:
+                if client.get(f"http://127.0.0.1:{port}{path}").status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.002)
+    raise RuntimeError(f"port {port} did not answer {path} within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wrk(port: int, seconds: int, connections: int, script: Path) -> tuple[float, float]:
+    """Requests/s and p99 latency (ms) of one wrk run."""
+    result = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", result.stdout).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} error responses on port {port}")
+    return rps, p99
+
+
+async def _prepare(url: str) -> None:
+    engine = create_async_engine_from_config(DatabaseConfig(url=url))
+    await create_table(engine)
+    await engine.dispose()
+
+
+def plugin_overhead(rounds: int, seconds: int, connections: int) -> str:
+    asyncio.run(_prepare(POSTGRES))
+    script = Path(tempfile.mkdtemp()) / "items.lua"
+    script.write_text(WRK_SCRIPT)
+    ports = {name: free_port() for name in APPS}
+    processes = [start(app, ports[name], POSTGRES) for name, app in APPS.items()]
+    try:
+        for name in APPS:
+            wait_for(ports[name], "/items/1")
+            wrk(ports[name], 2, connections, script)  # warm up
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in APPS}
+        for _ in range(rounds):
+            for name in APPS:
+                samples[name].append(wrk(ports[name], seconds, connections, script))
+    finally:
+        for process in processes:
+            stop(process)
+    base_name = next(iter(APPS))
+    base_rps = statistics.median(s[0] for s in samples[base_name])
+    base_p99 = statistics.median(s[1] for s in samples[base_name])
+    lines = [
+        f"wrk, {connections} connections, {seconds} s per run, {rounds} alternating rounds, "
+        "median per app; `GET /items/{id}` (one row by primary key), PostgreSQL, "
+        "pool 10 + 10 overflow, pre-ping on in all three.",
+        "",
+        "| app | requests/s | ratio | p99 latency (ms) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name in APPS:
+        rps = statistics.median(s[0] for s in samples[name])
+        p99 = statistics.median(s[1] for s in samples[name])
+        lines.append(
+            f"| {name} | {rps:.0f} | {rps / base_rps:.3f} | {p99:.2f} | {p99 / base_p99:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+IMPORT_ONLY = (
+    "import time; started = time.perf_counter(); import benchmarks.apps.ours; "
+    "print(time.perf_counter() - started)"
+)
+
+
+def time_to_ready(runs: int) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-c", IMPORT_ONLY]
+    imports = [
+        float(subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True).stdout)
+        for _ in range(runs)
+    ]
+    imported = statistics.median(imports)
+    lines = [
+        f"Process start (`python -c ... serve(...)`) to the first readiness 200, median of "
+        f"{runs} runs, 5 warm-up connections, pre-ping on. Import: the time the same "
+        f"app takes to import, measured inside a process (median {imported:.3f} s: "
+        "Litestar and advanced-alchemy); the rest is interpreter start, uvicorn, engine, "
+        "warm-up and the first probe.",
+        "",
+        "| database | time to ready (s) | import (s) | the rest (s) | min | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, url in (("PostgreSQL (asyncpg)", POSTGRES), ("MariaDB (asyncmy)", MYSQL)):
+        times = []
+        for _ in range(runs):
+            port = free_port()
+            process = start("benchmarks.apps.ours:app", port, url)
+            try:
+                times.append(wait_for(port, READY))
+            finally:
+                stop(process)
+        ready = statistics.median(times)
+        lines.append(
+            f"| {name} | {ready:.3f} | {imported:.3f} | {ready - imported:.3f} "
+            f"| {min(times):.3f} | {max(times):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+async def _drain_once(
+    port: int, process: subprocess.Popen[bytes], n: int, hold: float
+) -> tuple[float, float, int]:
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        sent = time.monotonic()
+        requests = [
+            asyncio.ensure_future(client.post(f"http://127.0.0.1:{port}/hold?seconds={hold}"))
+            for _ in range(n)
+        ]
+        await asyncio.sleep(hold * 0.3)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        responses = await asyncio.gather(*requests, return_exceptions=True)
+    await asyncio.to_thread(process.wait, 60)
+    exited = time.monotonic()
+    ok = sum(isinstance(r, httpx.Response) and r.status_code == 200 for r in responses)
+    return exited - signalled, hold - (signalled - sent), ok
+
+
+def drain_time(n: int, hold: float, runs: int) -> str:
+    lines = [
+        f"SIGTERM while {n} requests are inside their transactions (each holds {hold} s); "
+        f"time from the signal to process exit (interpreter teardown included), median of "
+        f"{runs} runs.",
+        "",
+        "| database | time to exit (s) | longest remaining transaction (s) | overhead (s) "
+        "| requests answered 200 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, url in (("PostgreSQL", POSTGRES), ("MariaDB", MYSQL)):
+        results = []
+        for _ in range(runs):
+            port = free_port()
+            process = start("benchmarks.apps.ours:app", port, url)
+            wait_for(port, READY)
+            results.append(asyncio.run(_drain_once(port, process, n, hold)))
+        exit_time = statistics.median(r[0] for r in results)
+        remaining = statistics.median(r[1] for r in results)
+        answered = min(r[2] for r in results)
+        lines.append(
+            f"| {name} | {exit_time:.3f} | {remaining:.3f} | {exit_time - remaining:.3f} "
+            f"| {answered}/{n} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = Path("/proc/meminfo").read_text().split("\n")[0].split(":")[1].strip()
+    packages = ", ".join(
+        f"{p} {version(p)}"
+        for p in ("litestar", "sqlalchemy", "advanced-alchemy", "asyncpg", "asyncmy", "uvicorn")
+    )
+    wrk_version = subprocess.run(
+        ["wrk", "--version"], capture_output=True, text=True
+    ).stdout.split()[:2]
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory} memory, {platform.platform()}, "
+        f"Python {platform.python_version()}; {packages}; {' '.join(wrk_version)}"
+    )
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    print("installing wrk from Debian ...", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=False)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    args = parser.parse_args()
+    ensure_wrk()
+    rounds, seconds, runs = (1, 3, 2) if args.quick else (3, 10, 5)
+    sections = [
+        ("Plugin overhead", plugin_overhead(rounds, seconds, connections=32)),
+        ("Time to ready", time_to_ready(runs)),
+        ("Drain on SIGTERM", drain_time(n=20, hold=1.0, runs=max(2, runs // 2))),
+    ]
+    report = [
+        "# Benchmark results",
+        "",
+        f"Run on {dt.date.today().isoformat()} by `benchmarks/run_all.py`"
+        f"{' --quick' if args.quick else ''}. Machine: {machine()}.",
+        "",
+    ]
+    for title, body in sections:
+        report += [f"## {title}", "", body, ""]
+    text = "\n".join(report)
+    (ROOT / "benchmarks" / "RESULTS.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
