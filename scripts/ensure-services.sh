@@ -31,4 +31,11 @@ if [ -x /usr/sbin/mariadbd ]; then
         wait_for MariaDB mariadb-admin -uroot -h127.0.0.1 ping
     fi
 fi
+# PgBouncer for the transaction-pooling tests (the tests start their own instance)
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-services: installing pgbouncer"
+    (apt-get install -y -qq pgbouncer >/dev/null 2>&1 ||
+        (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq pgbouncer >/dev/null 2>&1)) ||
+        echo "ensure-services: could not install pgbouncer" >&2
+fi
 exit 0

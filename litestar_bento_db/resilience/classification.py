@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db.resilience.codes import (
     MYSQL_ERRNOS,
+    POSTGRES_REFINEMENTS,
     POSTGRES_SQLSTATE_CLASSES,
     POSTGRES_SQLSTATES,
     SQLITE_CODES,
@@ -84,6 +85,10 @@ class DatabaseErrorClassifier:
                 return sqlite_entry[0] if sqlite_entry else None
             sqlstate = getattr(current, "sqlstate", None)
             if isinstance(sqlstate, str) and driver in ("asyncpg", "sqlalchemy"):
+                message = str(current.args[0]) if current.args else ""
+                for (code, prefix), refined in POSTGRES_REFINEMENTS.items():
+                    if sqlstate == code and message.startswith(prefix):
+                        return refined
                 pg_entry = POSTGRES_SQLSTATES.get(sqlstate)
                 return pg_entry[0] if pg_entry else POSTGRES_SQLSTATE_CLASSES.get(sqlstate[:2])
         return None

@@ -11,6 +11,7 @@ from typing import Final
 
 __all__ = [
     "MYSQL_ERRNOS",
+    "POSTGRES_REFINEMENTS",
     "POSTGRES_SQLSTATE_CLASSES",
     "POSTGRES_SQLSTATES",
     "SQLITE_CODES",
@@ -85,6 +86,15 @@ POSTGRES_SQLSTATES: Final[dict[str, tuple[ErrorCategory, str]]] = {
     "22003": (P, "numeric_value_out_of_range"),
     "22P02": (P, "invalid_text_representation"),
     "25P02": (P, "in_failed_sql_transaction"),
+}
+
+#: codes whose meaning depends on who sent them: (SQLSTATE, message prefix) -> category.
+#: PgBouncer (before 1.21) reports a failed login as 08P01 "password authentication
+#: failed"; by its code alone it would be retried as a connection error.
+POSTGRES_REFINEMENTS: Final[dict[tuple[str, str], ErrorCategory]] = {
+    ("08P01", "password authentication failed"): P,
+    ("08P01", "no such user"): P,
+    ("08P01", "no such database"): P,
 }
 
 #: fallback by SQLSTATE class (first two characters)
