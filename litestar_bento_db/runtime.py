@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -70,6 +72,7 @@ class DatabaseRuntime:
         self._probe_task: asyncio.Future[Probe] | None = None
         self.pings = 0
         """Readiness pings sent to the database (for tests and metrics)."""
+        self._previous_handlers: dict[signal.Signals, Any] = {}
 
     # -- startup ------------------------------------------------------------------
 
@@ -122,8 +125,41 @@ class DatabaseRuntime:
         # class name only: driver messages can carry the user, host or SQL
         return type(exc).__name__
 
+    def _on_shutdown_signal(self, signum: int, frame: Any) -> None:
+        if self.phase in (Phase.STARTING, Phase.READY):
+            self.phase = Phase.DRAINING
+            logger.info("shutdown signal: readiness now fails while requests finish")
+        previous = self._previous_handlers.get(signal.Signals(signum))
+        if callable(previous):
+            previous(signum, frame)
+        elif previous in (signal.SIG_DFL, None):
+            # nobody handled it before us: let it do what it would have done
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    def _watch_shutdown_signals(self) -> None:
+        """Fail readiness as soon as SIGTERM/SIGINT arrives, chaining the server's handler.
+
+        The server lets in-flight requests finish before the lifespan shutdown runs;
+        readiness must already fail meanwhile. Only from the main thread.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_shutdown_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, previous in self._previous_handlers.items():
+            if signal.getsignal(sig) == self._on_shutdown_signal:
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()
+
     async def start(self) -> None:
         """Warm up; on failure raise (``fail_fast``) or keep trying in the background."""
+        self._watch_shutdown_signals()
         try:
             await self._warm_up()
         except Exception as exc:
@@ -133,6 +169,7 @@ class DatabaseRuntime:
                 f"({self.last_error})"
             )
             if self.config.fail_fast:
+                self._restore_signal_handlers()
                 raise DatabaseStartupError(message) from None
             logger.warning("%s; retrying in the background", message)
             self._connect_task = asyncio.ensure_future(self._keep_connecting())
@@ -189,6 +226,7 @@ class DatabaseRuntime:
     async def stop(self) -> DrainStats | None:
         """Mark not ready, stop connecting, drain the pool (the engine is disposed after)."""
         self.phase = Phase.DRAINING
+        self._restore_signal_handlers()
         if self._connect_task is not None:
             self._connect_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

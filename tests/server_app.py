@@ -26,7 +26,7 @@ plugin = DatabasePlugin(
 @post("/orders/{order_id:int}")
 async def create_order(
     db_session: DbSession, order_id: FromPath[int], hold: FromQuery[float] = 0.0
-) -> dict[str, int]:
+) -> dict[str, object]:
     global inflight
     inflight += 1
     try:
@@ -36,7 +36,8 @@ async def create_order(
         await asyncio.sleep(hold)
     finally:
         inflight -= 1
-    return {"id": order_id}
+    # the phase at the end of the hold: "draining" once a SIGTERM arrived meanwhile
+    return {"id": order_id, "phase": plugin.runtime.phase.value}
 
 
 @get("/_test/state", sync_to_thread=False)

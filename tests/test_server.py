@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,31 +41,27 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 20.0) -> float:
-        """Seconds from process start to the first readiness 200."""
+    def _poll(self, path: str, done: Callable[[httpx.Response], bool], timeout: float) -> float:
+        """Seconds from process start until ``done(response)`` holds for ``path``."""
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
                 assert self.process.poll() is None, self.output()
                 try:
-                    if client.get(self.url(READY)).status_code == 200:
+                    if done(client.get(self.url(path))):
                         return time.monotonic() - self.started
                 except httpx.TransportError:
                     pass
                 time.sleep(0.005)
-        raise AssertionError(f"not ready within {timeout} s:\n{self.output()}")
+        raise AssertionError(f"{path}: no answer within {timeout} s:\n{self.output()}")
+
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        """Seconds from process start to the first readiness 200."""
+        return self._poll(READY, lambda r: r.status_code == 200, timeout)
 
     def wait_listening(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, self.output()
-                try:
-                    client.get(self.url(LIVE))
-                    return
-                except httpx.TransportError:
-                    time.sleep(0.02)
-        raise AssertionError(f"not listening within {timeout} s:\n{self.output()}")
+        """Until the server answers at all (liveness)."""
+        self._poll(LIVE, lambda r: True, timeout)
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -177,6 +173,8 @@ async def test_sigterm_lets_in_flight_transactions_commit(
         signalled = time.monotonic()
         responses = await asyncio.gather(*requests)
     assert [r.status_code for r in responses] == [201] * 20
+    # readiness already failed while they finished: not ready comes first, then the drain
+    assert {r.json()["phase"] for r in responses} == {"draining"}
     returncode = await asyncio.to_thread(server.process.wait, 15)
     assert returncode == 0
     assert time.monotonic() - signalled < 10
