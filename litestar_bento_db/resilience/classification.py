@@ -3,7 +3,8 @@
 The decision rests on asyncpg's SQLSTATE, asyncmy's error number, SQLite's result code,
 SQLAlchemy's ``connection_invalidated`` and pool ``TimeoutError``, and ``OSError`` at
 connect time; never on class names (SQLAlchemy raises the same ``DBAPIError`` for a
-PostgreSQL deadlock and a wrong password) and never on message text.
+PostgreSQL deadlock and a wrong password) and never on message text alone (the one
+refinement by message, ``POSTGRES_REFINEMENTS``, applies within its code).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import sqlite3
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
@@ -32,6 +34,7 @@ __all__ = [
     "DatabaseErrorClassifier",
     "ErrorCategory",
     "is_database_error_retryable",
+    "retryable_categories",
     "track_commits",
 ]
 
@@ -56,42 +59,72 @@ def _driver(exc: BaseException) -> str:
     return type(exc).__module__.split(".")[0]
 
 
+@dataclass(frozen=True)
+class _Reported:
+    """What the database reported: which driver, its code, and the message."""
+
+    driver: str
+    code: str | int
+    message: str
+
+
+def _reported(exc: BaseException) -> _Reported | None:
+    """The first code a driver reported in the exception chain, if any."""
+    for current in _chain(exc):
+        driver = _driver(current)
+        message = str(current.args[0]) if current.args else ""
+        if driver == "asyncmy" and current.args and isinstance(current.args[0], int):
+            return _Reported("asyncmy", current.args[0], message)
+        if isinstance(current, sqlite3.Error) and current.sqlite_errorcode is not None:
+            return _Reported("sqlite", current.sqlite_errorcode & 0xFF, message)
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and driver in ("asyncpg", "sqlalchemy"):
+            return _Reported("asyncpg", sqlstate, message)
+    return None
+
+
+def _category_of(reported: _Reported) -> ErrorCategory | None:
+    code = reported.code
+    if reported.driver == "asyncmy":
+        entry = MYSQL_ERRNOS.get(int(code))
+    elif reported.driver == "sqlite":
+        entry = SQLITE_CODES.get(int(code))
+    else:
+        sqlstate = str(code)
+        for (refined_code, prefix), refined in POSTGRES_REFINEMENTS.items():
+            if sqlstate == refined_code and reported.message.startswith(prefix):
+                return refined
+        entry = POSTGRES_SQLSTATES.get(sqlstate)
+        if entry is None:
+            return POSTGRES_SQLSTATE_CLASSES.get(sqlstate[:2])
+    return entry[0] if entry else None
+
+
+def retryable_categories(
+    *, idempotent: bool = False, retry_timeouts: bool = False
+) -> frozenset[ErrorCategory]:
+    """The categories worth another attempt.
+
+    Args:
+        idempotent: The operation may safely run twice (AMBIGUOUS is retried too).
+        retry_timeouts: Statements cancelled by the time limit are retried too.
+    """
+    categories = {ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION}
+    if idempotent:
+        categories.add(ErrorCategory.AMBIGUOUS)
+    if retry_timeouts:
+        categories.add(ErrorCategory.TIMEOUT)
+    return frozenset(categories)
+
+
 class DatabaseErrorClassifier:
     """Maps an exception to an :class:`ErrorCategory`."""
 
     @staticmethod
     def error_code(exc: BaseException) -> str | int | None:
         """The code the database reported (SQLSTATE, error number, SQLite code), if any."""
-        for current in _chain(exc):
-            driver = _driver(current)
-            if driver == "asyncmy" and current.args and isinstance(current.args[0], int):
-                return current.args[0]
-            if isinstance(current, sqlite3.Error) and current.sqlite_errorcode is not None:
-                return current.sqlite_errorcode & 0xFF
-            sqlstate = getattr(current, "sqlstate", None)
-            if isinstance(sqlstate, str) and driver in ("asyncpg", "sqlalchemy"):
-                return sqlstate
-        return None
-
-    @classmethod
-    def _by_code(cls, exc: BaseException) -> ErrorCategory | None:
-        for current in _chain(exc):
-            driver = _driver(current)
-            if driver == "asyncmy" and current.args and isinstance(current.args[0], int):
-                entry = MYSQL_ERRNOS.get(current.args[0])
-                return entry[0] if entry else None
-            if isinstance(current, sqlite3.Error) and current.sqlite_errorcode is not None:
-                sqlite_entry = SQLITE_CODES.get(current.sqlite_errorcode & 0xFF)
-                return sqlite_entry[0] if sqlite_entry else None
-            sqlstate = getattr(current, "sqlstate", None)
-            if isinstance(sqlstate, str) and driver in ("asyncpg", "sqlalchemy"):
-                message = str(current.args[0]) if current.args else ""
-                for (code, prefix), refined in POSTGRES_REFINEMENTS.items():
-                    if sqlstate == code and message.startswith(prefix):
-                        return refined
-                pg_entry = POSTGRES_SQLSTATES.get(sqlstate)
-                return pg_entry[0] if pg_entry else POSTGRES_SQLSTATE_CLASSES.get(sqlstate[:2])
-        return None
+        reported = _reported(exc)
+        return reported.code if reported else None
 
     @classmethod
     def classify(cls, exc: BaseException) -> ErrorCategory:
@@ -111,7 +144,8 @@ class DatabaseErrorClassifier:
     def _classify(cls, exc: BaseException) -> ErrorCategory:
         if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted: QueuePool limit reached
             return ErrorCategory.TRANSIENT
-        by_code = cls._by_code(exc)
+        reported = _reported(exc)
+        by_code = _category_of(reported) if reported else None
         if by_code is not None:
             return by_code
         if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -134,11 +168,7 @@ def is_database_error_retryable(exc: BaseException, *, idempotent: bool = False)
         exc: The error.
         idempotent: The operation may safely run twice, so AMBIGUOUS is retryable too.
     """
-    category = DatabaseErrorClassifier.classify(exc)
-    retryable = {ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION}
-    if idempotent:
-        retryable.add(ErrorCategory.AMBIGUOUS)
-    return category in retryable
+    return DatabaseErrorClassifier.classify(exc) in retryable_categories(idempotent=idempotent)
 
 
 def track_commits(engine: AsyncEngine) -> None:

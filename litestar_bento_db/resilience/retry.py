@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from litestar_bento_db.resilience.classification import DatabaseErrorClassifier
+from litestar_bento_db.resilience.classification import (
+    DatabaseErrorClassifier,
+    retryable_categories,
+)
 from litestar_bento_db.resilience.codes import ErrorCategory
 
 __all__ = [
@@ -122,12 +125,7 @@ class RetryConfig:
     @property
     def retryable_categories(self) -> frozenset[ErrorCategory]:
         """The categories this configuration retries."""
-        categories = {ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION}
-        if self.idempotent:
-            categories.add(ErrorCategory.AMBIGUOUS)
-        if self.retry_timeouts:
-            categories.add(ErrorCategory.TIMEOUT)
-        return frozenset(categories)
+        return retryable_categories(idempotent=self.idempotent, retry_timeouts=self.retry_timeouts)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
