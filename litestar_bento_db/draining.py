@@ -19,9 +19,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
 from enum import StrEnum
-from types import FrameType
 from typing import Any, TypedDict
 
 from sqlalchemy import event
@@ -30,6 +28,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from litestar_bento_db.pool import LoopBoundPool
+from litestar_bento_db.signals import ChainedSignalHandler
 
 __all__ = [
     "ConnectionDrainer",
@@ -207,9 +206,6 @@ async def drain_connections(
     return await ConnectionDrainer(engine, timeout=timeout, mode=mode).drain()
 
 
-SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
-
-
 class SignalDrain:
     """Drains an engine when a signal arrives; returned by :func:`drain_with_signal_handler`.
 
@@ -232,27 +228,21 @@ class SignalDrain:
         self.signals = signals
         self.stats: DrainStats | None = None
         """The stats of the last finished drain."""
-        self._previous: dict[signal.Signals, SignalHandler] = {}
+        self._handler = ChainedSignalHandler(signals, self._schedule, reraise_default=False)
         self._task: asyncio.Task[DrainStats] | None = None
         self._done = asyncio.Event()
 
     def install(self) -> None:
         """Install the handlers, remembering the previous ones."""
-        for sig in self.signals:
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
+        self._handler.install()
 
     def uninstall(self) -> None:
         """Restore the previous handlers."""
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
+        self._handler.uninstall()
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def _schedule(self, signum: int) -> None:
+        # in the signal handler: hand over to the loop
         self.loop.call_soon_threadsafe(self._on_signal, signum)
-        previous = self._previous.get(signal.Signals(signum))
-        if callable(previous):
-            previous(signum, frame)
 
     def _on_signal(self, signum: int) -> None:
         if self._task is None:

@@ -27,6 +27,7 @@ from litestar_bento_db.draining import DrainStats, drain_connections
 from litestar_bento_db.engines import get_engine_for_config
 from litestar_bento_db.lifecycle import pool_status
 from litestar_bento_db.options import PluginConfig
+from litestar_bento_db.signals import ChainedSignalHandler
 
 __all__ = ["DatabaseRuntime", "DatabaseStartupError", "Phase", "Probe"]
 
@@ -72,7 +73,9 @@ class DatabaseRuntime:
         self._probe_task: asyncio.Future[Probe] | None = None
         self.pings = 0
         """Readiness pings sent to the database (for tests and metrics)."""
-        self._previous_handlers: dict[signal.Signals, Any] = {}
+        self._signals = ChainedSignalHandler(
+            (signal.SIGTERM, signal.SIGINT), self._on_shutdown_signal, reraise_default=True
+        )
 
     # -- startup ------------------------------------------------------------------
 
@@ -125,17 +128,10 @@ class DatabaseRuntime:
         # class name only: driver messages can carry the user, host or SQL
         return type(exc).__name__
 
-    def _on_shutdown_signal(self, signum: int, frame: Any) -> None:
+    def _on_shutdown_signal(self, signum: int) -> None:
         if self.phase in (Phase.STARTING, Phase.READY):
             self.phase = Phase.DRAINING
             logger.info("shutdown signal: readiness now fails while requests finish")
-        previous = self._previous_handlers.get(signal.Signals(signum))
-        if callable(previous):
-            previous(signum, frame)
-        elif previous in (signal.SIG_DFL, None):
-            # nobody handled it before us: let it do what it would have done
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
 
     def _watch_shutdown_signals(self) -> None:
         """Fail readiness as soon as SIGTERM/SIGINT arrives, chaining the server's handler.
@@ -143,19 +139,12 @@ class DatabaseRuntime:
         The server lets in-flight requests finish before the lifespan shutdown runs;
         readiness must already fail meanwhile. Only from the main thread.
         """
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous_handlers[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._on_shutdown_signal)
+        if threading.current_thread() is threading.main_thread():
+            self._signals.install()
 
     def _restore_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig, previous in self._previous_handlers.items():
-            if signal.getsignal(sig) == self._on_shutdown_signal:
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous_handlers.clear()
+        if threading.current_thread() is threading.main_thread():
+            self._signals.uninstall()
 
     async def start(self) -> None:
         """Warm up; on failure raise (``fail_fast``) or keep trying in the background."""
