@@ -74,7 +74,7 @@ def create_health_router(runtime: DatabaseRuntime) -> Router:
         """Overall status; latency and pool figures when details are enabled."""
         status, body = await _readiness(runtime)
         if health.details:
-            probe = runtime._probe
+            probe = runtime.last_probe
             now = time.time()
             checks: dict[str, list[dict[str, Any]]] = {
                 "database:responseTime": [

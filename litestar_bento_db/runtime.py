@@ -204,6 +204,11 @@ class DatabaseRuntime:
         self._probe = result
         return result
 
+    @property
+    def last_probe(self) -> Probe | None:
+        """The latest readiness ping result, if any."""
+        return self._probe
+
     def pool_figures(self) -> dict[str, Any]:
         """The pool's figures (zeros before the engine exists)."""
         if self.engine is None:
