@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db.draining import DrainStats, drain_connections
 from litestar_bento_db.engines import get_engine_for_config
-from litestar_bento_db.lifecycle import pool_status
+from litestar_bento_db.lifecycle import ping, pool_status
 from litestar_bento_db.options import PluginConfig
 from litestar_bento_db.signals import ChainedSignalHandler
 
@@ -186,8 +186,7 @@ class DatabaseRuntime:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.health.readiness_timeout):
-                async with engine.connect() as connection:
-                    await connection.execute(text("SELECT 1"))
+                await ping(engine)
         except Exception as exc:  # a probe reports, it does not raise
             return Probe(False, None, time.monotonic(), self._describe(exc))
         latency = round((time.perf_counter() - started) * 1000, 2)
