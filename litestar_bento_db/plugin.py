@@ -23,7 +23,6 @@ from advanced_alchemy.extensions.litestar import (
 )
 from litestar.datastructures import State
 from litestar.di import Dependency, Provide
-from litestar.middleware import DefineMiddleware
 from litestar.plugins import CLIPlugin, InitPluginProtocol
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -31,7 +30,7 @@ from litestar_bento_db.config import DatabaseConfig
 from litestar_bento_db.health import create_health_router
 from litestar_bento_db.options import PluginConfig
 from litestar_bento_db.runtime import DatabaseRuntime
-from litestar_bento_db.transaction import TransactionMiddleware
+from litestar_bento_db.transaction import TransactionHandler
 
 if TYPE_CHECKING:
     from click import Group
@@ -104,18 +103,16 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
             create_all=False,
             runtime=self.runtime,
         )
+        # our before-send hook in place of advanced-alchemy's: commit before the status
+        self.alchemy_config.before_send_handler = TransactionHandler(
+            session_scope_key=self.alchemy_config.session_scope_key,
+            commit_on_redirect=self.config.commit_on_redirect,
+            retry_after=self.config.health.retry_after,
+        )
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        """Add advanced-alchemy's plugin, the transaction middleware and the health routes."""
+        """Add advanced-alchemy's plugin (with our commit hook) and the health routes."""
         app_config.plugins.append(SQLAlchemyPlugin(config=self.alchemy_config))
-        app_config.middleware.append(
-            DefineMiddleware(
-                TransactionMiddleware,
-                session_scope_key=self.alchemy_config.session_scope_key,
-                commit_on_redirect=self.config.commit_on_redirect,
-                retry_after=self.config.health.retry_after,
-            )
-        )
         if self.config.health.path is not None:
             app_config.route_handlers.append(create_health_router(self.runtime))
         app_config.dependencies[self.config.session_factory_dependency_key] = Provide(

@@ -2,27 +2,32 @@
 
 advanced-alchemy's autocommit hook commits while the response start message is
 already on its way and only logs a failed commit at debug level: the client gets a
-2xx for data that was never stored. This middleware holds the response start, commits
-(2xx, and 3xx when asked) or rolls back (anything else), and sends the response only
-after a successful commit. A failed commit is rolled back, logged at ERROR and answered
-with 503 (transient, connection or ambiguous failure: ``Retry-After`` set) or 500, in
-place of the handler's response.
+2xx for data that was never stored. :class:`TransactionHandler` is the before-send
+hook advanced-alchemy calls instead: it commits (2xx, and 3xx when asked) or rolls back
+(anything else) and closes the session *before* the response start goes out. A failed
+commit is rolled back, logged at ERROR and the response is replaced by a 503
+(transient, connection or ambiguous failure: ``Retry-After`` set) or a 500.
+
+A before-send hook rather than an ASGI middleware: it runs once per message, adds no
+layer around the route, and releases the connection at the same point.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
-from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from advanced_alchemy.extensions.litestar._utils import (
+    delete_aa_scope_state,
+    get_aa_scope_state,
+    set_aa_scope_state,
+)
+from litestar.types import HTTPResponseStartEvent, Message, Scope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litestar_bento_db.resilience import DatabaseErrorClassifier, ErrorCategory
 
-__all__ = ["TransactionMiddleware"]
+__all__ = ["TransactionHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,46 +37,49 @@ _UNAVAILABLE = {
     ErrorCategory.AMBIGUOUS,
     ErrorCategory.TIMEOUT,
 }
+# the events that end a session's request (advanced-alchemy's own list, minus the
+# response start, which is handled first)
+_END_EVENTS = frozenset({"http.disconnect", "websocket.disconnect", "websocket.close"})
 
 
-class TransactionMiddleware:
-    """ASGI middleware: commit or roll back the request's session before the status goes out."""
+class TransactionHandler:
+    """Before-send hook: commit or roll back, and close, the request's session.
+
+    Args:
+        session_scope_key: Where advanced-alchemy keeps the request's session.
+        commit_on_redirect: Commit on 3xx responses too.
+        retry_after: ``Retry-After`` seconds on a 503 after a failed commit.
+    """
 
     def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        session_scope_key: str,
-        commit_on_redirect: bool = False,
-        retry_after: int = 1,
+        self, *, session_scope_key: str, commit_on_redirect: bool = False, retry_after: int = 1
     ) -> None:
-        self.app = app
         self.session_scope_key = session_scope_key
+        self.replacement_key = f"{session_scope_key}_replacement_body"
         self.commit_statuses = range(200, 400 if commit_on_redirect else 300)
         self.retry_after = retry_after
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the route; commit or roll back when its response starts."""
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-        replaced = False
-
-        async def send_after_commit(message: Message) -> None:
-            nonlocal replaced
-            if message["type"] == "http.response.start":
-                session: AsyncSession | None = get_aa_scope_state(scope, self.session_scope_key)
-                if session is not None:
-                    error = await self._finish(session, message["status"])
-                    if error is not None:
-                        replaced = True
-                        await self._send_error(send, error, scope)
-                        return
-            elif message["type"] == "http.response.body" and replaced:
-                return  # the handler's body belongs to the response we replaced
-            await send(message)
-
-        await self.app(scope, receive, send_after_commit)
+    async def __call__(self, message: Message, scope: Scope) -> None:
+        """Finish the session on the response start; swap the body of a replaced response."""
+        if message["type"] == "http.response.start":
+            session: AsyncSession | None = get_aa_scope_state(scope, self.session_scope_key)
+            if session is None:
+                return
+            try:
+                error = await self._finish(session, message["status"])
+            finally:
+                await self._close(session, scope)
+            if error is not None:
+                self._replace(message, error, scope)
+        elif message["type"] == "http.response.body":
+            body: bytes | None = get_aa_scope_state(scope, self.replacement_key)
+            if body is not None:  # the handler's body belongs to the response we replaced
+                message["body"] = body
+                set_aa_scope_state(scope, self.replacement_key, b"")
+        elif message["type"] in _END_EVENTS:
+            session = get_aa_scope_state(scope, self.session_scope_key)
+            if session is not None:
+                await self._close(session, scope)
 
     async def _finish(self, session: AsyncSession, status: int) -> BaseException | None:
         if not session.in_transaction():
@@ -89,7 +97,14 @@ class TransactionMiddleware:
             return exc
         return None
 
-    async def _send_error(self, send: Send, error: BaseException, scope: Scope) -> None:
+    async def _close(self, session: AsyncSession, scope: Scope) -> None:
+        delete_aa_scope_state(scope, self.session_scope_key)
+        try:
+            await session.close()
+        except Exception:  # the connection may be gone; it is invalidated
+            logger.debug("closing the request's session failed", exc_info=True)
+
+    def _replace(self, start: HTTPResponseStartEvent, error: BaseException, scope: Scope) -> None:
         category = DatabaseErrorClassifier.classify(error)
         unavailable = category in _UNAVAILABLE
         status = 503 if unavailable else 500
@@ -114,6 +129,6 @@ class TransactionMiddleware:
         ]
         if unavailable:
             headers.append((b"retry-after", str(self.retry_after).encode()))
-        start: Any = {"type": "http.response.start", "status": status, "headers": headers}
-        await send(start)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        start["status"] = status
+        start["headers"] = headers
+        set_aa_scope_state(scope, self.replacement_key, body)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from litestar import Litestar, Response, get, post
 from litestar.params import FromPath
+from litestar.response import Stream
 from litestar.testing import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -79,6 +80,32 @@ async def create_orphan(db_session: DbSession, note_id: FromPath[int]) -> dict[s
     return {"id": note_id}
 
 
+@post("/notes/{note_id:int}/orphan-stream")
+async def create_orphan_streamed(db_session: DbSession, note_id: FromPath[int]) -> Stream:
+    """The deferred foreign key fails at COMMIT; the handler's body is streamed in parts."""
+    await db_session.execute(
+        text("INSERT INTO bento_note (id, parent_id) VALUES (:id, 999)"), {"id": note_id}
+    )
+
+    async def parts() -> Any:
+        for part in (b"handler ", b"body ", b"parts"):
+            yield part
+
+    return Stream(parts())
+
+
+@get("/notes/checked-out")
+async def checked_out_while_answering(db_session: DbSession, db_engine: DbEngine) -> Stream:
+    """Report, while the body is sent, how many connections the pool has out."""
+    await db_session.execute(text("SELECT 1"))
+    pool: Any = db_engine.pool
+
+    async def body() -> Any:
+        yield str(pool.checked_out_count()).encode()
+
+    return Stream(body())
+
+
 @post("/notes/{note_id:int}/lose-commit")
 async def create_and_lose_connection(
     db_session: DbSession, db_engine: DbEngine, note_id: FromPath[int]
@@ -105,6 +132,8 @@ HANDLERS = [
     create_then_fail,
     create_then_reject,
     create_orphan,
+    create_orphan_streamed,
+    checked_out_while_answering,
     create_and_lose_connection,
     no_session,
 ]
@@ -205,11 +234,31 @@ def test_commit_time_failure_is_an_error_status(
     else:
         response = client.post("/notes/5/orphan")
         assert response.status_code == 500
+        assert "retry-after" not in response.headers
+        assert response.json()["detail"].startswith("The database could not confirm")
     assert ids(client) == []
     failures = [
         r for r in caplog.records if r.levelno == logging.ERROR and "commit failed" in r.message
     ]
     assert len(failures) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite_file"])
+def test_failed_commit_replaces_a_streamed_body(client: TestClient[Litestar]) -> None:
+    response = client.post("/notes/8/orphan-stream")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert b"handler" not in response.content
+    assert response.json()["status_code"] == 500
+    assert ids(client) == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_connection_is_back_in_the_pool_when_the_response_starts(
+    client: TestClient[Litestar],
+) -> None:
+    assert client.get("/notes/checked-out").text == "0"
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
