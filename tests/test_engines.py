@@ -152,3 +152,11 @@ async def test_sqlite_memory_database_is_shared_between_connections() -> None:
         assert list(await asyncio.gather(count(), count())) == [1, 1]
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db", "mysql://u@h/db", "sqlite:///x.db"])
+def test_engine_has_no_statement_level_listeners(url: str) -> None:
+    # engine-level listeners make every statement of every connection dispatch its
+    # execution events; the on_connect hook and commit tracking must not need them
+    engine = get_engine_for_config(DatabaseConfig(url=url)).create_engine()
+    assert engine.sync_engine._has_events is False

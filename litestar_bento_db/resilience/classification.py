@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db.resilience.codes import (
@@ -134,8 +131,8 @@ class DatabaseErrorClassifier:
         this package track commits; see :func:`track_commits`).
         """
         category = cls._classify(exc)
-        if category in (ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT) and getattr(
-            exc, DURING_COMMIT_ATTR, False
+        if category in (ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT) and any(
+            getattr(error, DURING_COMMIT_ATTR, False) for error in _chain(exc)
         ):
             return ErrorCategory.AMBIGUOUS
         return category
@@ -172,30 +169,24 @@ def is_database_error_retryable(exc: BaseException, *, idempotent: bool = False)
 
 
 def track_commits(engine: AsyncEngine) -> None:
-    """Mark errors raised while a COMMIT is in flight, so they classify as AMBIGUOUS."""
-    sync_engine = engine.sync_engine
-    # connections whose COMMIT has been sent (kept outside Connection.info, which an
-    # invalidated connection no longer exposes)
-    committing: weakref.WeakSet[Connection] = weakref.WeakSet()
+    """Mark errors raised while a COMMIT is in flight, so they classify as AMBIGUOUS.
 
-    def on_transaction_end(connection: Connection) -> None:
-        committing.discard(connection)
+    The engine's dialect (one per engine) sends the COMMIT through ``do_commit``; the
+    error it raises is marked and SQLAlchemy wraps it as usual. A wrapper around that
+    one method rather than engine events: listeners on an engine make every statement
+    of every connection dispatch its (empty) execution events too.
+    """
+    dialect = engine.sync_engine.dialect
+    do_commit = dialect.do_commit
 
-    def on_commit(connection: Connection) -> None:
-        committing.add(connection)
-
-    def on_error(context: ExceptionContext) -> None:
-        connection = context.connection
-        if connection is None or connection not in committing:
-            return
-        committing.discard(connection)
-        for error in (context.sqlalchemy_exception, context.original_exception):
+    def do_commit_marking_errors(dbapi_connection: Any) -> None:
+        try:
+            do_commit(dbapi_connection)
+        except BaseException as error:
             _mark(error)
+            raise
 
-    event.listen(sync_engine, "begin", on_transaction_end)
-    event.listen(sync_engine, "commit", on_commit)
-    event.listen(sync_engine, "rollback", on_transaction_end)
-    event.listen(sync_engine, "handle_error", on_error)
+    dialect.do_commit = do_commit_marking_errors  # type: ignore[method-assign]
 
 
 def _mark(error: Any) -> None:
