@@ -97,7 +97,14 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         self.runtime = DatabaseRuntime(self.config)
         self.alchemy_config = _AlchemyConfig(
             connection_string=self.config.database.url,
-            session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=True),
+            session_config=AsyncSessionConfig(
+                expire_on_commit=False,
+                autoflush=True,
+                # advanced-alchemy's cache and file-object listeners look these up on
+                # every commit and flush, and without them build a new engine each time
+                # (Engine.execution_options()) to read its options; our engine sets none
+                info={"enable_cache_listener": True, "enable_file_object_listener": True},
+            ),
             session_dependency_key=self.config.session_dependency_key,
             engine_dependency_key=self.config.engine_dependency_key,
             create_all=False,

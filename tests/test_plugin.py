@@ -7,13 +7,14 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from litestar import Litestar, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.testing import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db import (
@@ -204,6 +205,16 @@ def test_failing_handler_rolls_back(client: TestClient[Litestar]) -> None:
 def test_error_status_rolls_back(client: TestClient[Litestar]) -> None:
     assert client.post("/notes/1/reject").status_code == 409
     assert ids(client) == []
+
+
+def test_commit_builds_no_engine(client: TestClient[Litestar]) -> None:
+    # advanced-alchemy's listeners would call Engine.execution_options() on every commit
+    with mock.patch.object(
+        Engine, "execution_options", autospec=True, side_effect=Engine.execution_options
+    ) as execution_options:
+        assert client.post("/notes/3").status_code == 201
+    assert execution_options.call_count == 0
+    assert ids(client) == [3]
 
 
 def test_handler_without_session_checks_out_no_connection(client: TestClient[Litestar]) -> None:
