@@ -29,22 +29,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 
-from benchmarks.apps.common import create_table
+from benchmarks.apps.common import COMMAND_TIMEOUT, create_table
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 MYSQL = os.environ.get("BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
-APPS = {
-    "hand-written Litestar + SQLAlchemy (baseline)": "benchmarks.apps.baseline:app",
-    "advanced-alchemy SQLAlchemyPlugin": "benchmarks.apps.aa:app",
-    "litestar-bento-db DatabasePlugin": "benchmarks.apps.ours:app",
+BASELINE = "hand-written Litestar + SQLAlchemy (baseline)"
+#: name -> (app, extra environment); the first is the baseline of the ratios
+APPS: dict[str, tuple[str, dict[str, str]]] = {
+    BASELINE: ("benchmarks.apps.baseline:app", {}),
+    "advanced-alchemy SQLAlchemyPlugin": ("benchmarks.apps.aa:app", {}),
+    "litestar-bento-db DatabasePlugin": ("benchmarks.apps.ours:app", {}),
+    "for scale: the baseline without asyncpg's command_timeout": (
+        "benchmarks.apps.baseline:app",
+        {"BENCH_COMMAND_TIMEOUT": "0"},
+    ),
 }
+#: with two CPUs or more, the server runs on one and wrk on another, so that the
+#: server's own CPU is what limits it (PostgreSQL is left to the scheduler)
+PIN = (os.cpu_count() or 1) >= 2
+SERVER_CPU, WRK_CPU = 1, 0
 READY = "/health/readiness"
 WRK_SCRIPT = (
     'request = function() return wrk.format("GET", "/items/" .. math.random(1, 1000)) end\n'
@@ -57,11 +68,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(app: str, port: int, url: str) -> subprocess.Popen[bytes]:
+def pinned(cpu: int) -> list[str]:
+    """A command prefix that runs the command on one CPU, when pinning is on."""
+    return ["taskset", "-c", str(cpu)] if PIN else []
+
+
+def start(
+    app: str, port: int, url: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_URL": url, "LOG_LEVEL": "warning"}
+    env.update(extra_env or {})
     code = f"from example_app.__main__ import serve; serve({app!r}, '127.0.0.1', {port})"
     return subprocess.Popen(
-        [sys.executable, "-c", code], env=env, cwd=ROOT,
+        [*pinned(SERVER_CPU), sys.executable, "-c", code], env=env, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -90,8 +109,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def wrk(port: int, seconds: int, connections: int, script: Path) -> tuple[float, float]:
     """Requests/s and p99 latency (ms) of one wrk run."""
     result = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}"],
+        [*pinned(WRK_CPU), "wrk", f"-t{1 if PIN else 2}", f"-c{connections}", f"-d{seconds}s",
+         "--latency", "-s", str(script), f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
@@ -109,39 +128,68 @@ async def _prepare(url: str) -> None:
     await engine.dispose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk run against one app."""
+
+    rps: float
+    p99_ms: float
+    cpu_us_per_request: float
+
+
 def plugin_overhead(rounds: int, seconds: int, connections: int) -> str:
     asyncio.run(_prepare(POSTGRES))
     script = Path(tempfile.mkdtemp()) / "items.lua"
     script.write_text(WRK_SCRIPT)
     ports = {name: free_port() for name in APPS}
-    processes = [start(app, ports[name], POSTGRES) for name, app in APPS.items()]
+    processes = {name: start(app, ports[name], POSTGRES, env) for name, (app, env) in APPS.items()}
     try:
         for name in APPS:
             wait_for(ports[name], "/items/1")
             wrk(ports[name], 2, connections, script)  # warm up
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in APPS}
+        runs: dict[str, list[Run]] = {name: [] for name in APPS}
         for _ in range(rounds):
             for name in APPS:
-                samples[name].append(wrk(ports[name], seconds, connections, script))
+                pid = processes[name].pid
+                used = cpu_seconds(pid)
+                rps, p99 = wrk(ports[name], seconds, connections, script)
+                cpu_us = (cpu_seconds(pid) - used) / (rps * seconds) * 1e6
+                runs[name].append(Run(rps, p99, cpu_us))
     finally:
-        for process in processes:
+        for process in processes.values():
             stop(process)
-    base_name = next(iter(APPS))
-    base_rps = statistics.median(s[0] for s in samples[base_name])
-    base_p99 = statistics.median(s[1] for s in samples[base_name])
+    base = runs[BASELINE]
+    pinning = (
+        f"server pinned to CPU {SERVER_CPU} and wrk to CPU {WRK_CPU}"
+        if PIN
+        else "no CPU pinning (one CPU)"
+    )
     lines = [
-        f"wrk, {connections} connections, {seconds} s per run, {rounds} alternating rounds, "
-        "median per app; `GET /items/{id}` (one row by primary key), PostgreSQL, "
-        "pool 10 + 10 overflow, pre-ping on in all three.",
+        f"wrk, {connections} connections, {seconds} s per run, {rounds} alternating rounds; "
+        "`GET /items/{id}` (one row by primary key), PostgreSQL; identical engine settings "
+        f"in all apps: pool 10 + 10 overflow, pre-ping on, asyncpg `command_timeout` "
+        f"{COMMAND_TIMEOUT:g} s, jit off; {pinning}. Ratios are the median of the "
+        "per-round ratios to the baseline run of the same round (range in brackets); "
+        "server CPU is the server process's own CPU time per request.",
         "",
-        "| app | requests/s | ratio | p99 latency (ms) | ratio |",
-        "|---|---|---|---|---|",
+        "| app | requests/s | ratio | p99 latency (ms) | ratio | server CPU (us/request) |",
+        "|---|---|---|---|---|---|",
     ]
-    for name in APPS:
-        rps = statistics.median(s[0] for s in samples[name])
-        p99 = statistics.median(s[1] for s in samples[name])
+    for name, samples in runs.items():
+        ratios = [run.rps / b.rps for run, b in zip(samples, base, strict=True)]
+        p99_ratios = [run.p99_ms / b.p99_ms for run, b in zip(samples, base, strict=True)]
         lines.append(
-            f"| {name} | {rps:.0f} | {rps / base_rps:.3f} | {p99:.2f} | {p99 / base_p99:.3f} |"
+            f"| {name} | {statistics.median(r.rps for r in samples):.0f} "
+            f"| {statistics.median(ratios):.3f} [{min(ratios):.2f}-{max(ratios):.2f}] "
+            f"| {statistics.median(r.p99_ms for r in samples):.2f} "
+            f"| {statistics.median(p99_ratios):.3f} "
+            f"| {statistics.median(r.cpu_us_per_request for r in samples):.0f} |"
         )
     return "\n".join(lines)
 
@@ -265,7 +313,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     args = parser.parse_args()
     ensure_wrk()
-    rounds, seconds, runs = (1, 3, 2) if args.quick else (3, 10, 5)
+    rounds, seconds, runs = (1, 3, 2) if args.quick else (5, 10, 5)
     sections = [
         ("Plugin overhead", plugin_overhead(rounds, seconds, connections=32)),
         ("Time to ready", time_to_ready(runs)),

@@ -10,10 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 URL = os.environ.get("BENCH_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 #: identical pool settings in all three apps (pre-ping on, as this package's default)
 POOL_SIZE, MAX_OVERFLOW, PRE_PING = 10, 10, True
+#: identical driver settings too: asyncpg's per-statement time limit (the seed's 60 s,
+#: this package's default; asyncpg arms a timer for every statement; 0 for none) and jit off
+COMMAND_TIMEOUT = float(os.environ.get("BENCH_COMMAND_TIMEOUT", "60"))
 POOL: dict[str, object] = {
     "pool_size": POOL_SIZE,
     "max_overflow": MAX_OVERFLOW,
     "pool_pre_ping": PRE_PING,
+    "connect_args": {
+        "command_timeout": COMMAND_TIMEOUT or None,
+        "server_settings": {"jit": "off"},
+    },
 }
 ROWS = 1000
 QUERY = text("SELECT id, name FROM bench_item WHERE id = :id")

@@ -9,7 +9,7 @@ from litestar import Litestar, get, post
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import text
 
-from benchmarks.apps.common import MAX_OVERFLOW, POOL_SIZE, PRE_PING, QUERY, URL
+from benchmarks.apps.common import COMMAND_TIMEOUT, MAX_OVERFLOW, POOL_SIZE, PRE_PING, QUERY, URL
 from litestar_bento_db import DatabaseConfig, DatabasePlugin, DbSession
 
 
@@ -35,6 +35,7 @@ app = Litestar(
                 pool_size=POOL_SIZE,
                 max_overflow=MAX_OVERFLOW,
                 pool_pre_ping=PRE_PING,
+                command_timeout=COMMAND_TIMEOUT,
                 warmup_connections=5,
             )
         )
