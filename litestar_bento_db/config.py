@@ -216,6 +216,7 @@ _PARSERS: Final[dict[str, Callable[[object, str], object]]] = {
     "url": _parse_url,
     "pool_size": _parse_int(0),
     "max_overflow": _parse_int(-1),
+    "overflow_idle_timeout": _parse_float(0.0, inclusive=True),
     "pool_timeout": _parse_float(0.0, inclusive=False),
     "pool_recycle": _parse_int(-1),
     "pool_pre_ping": _parse_bool,
@@ -248,6 +249,10 @@ class DatabaseConfig:
     """Connections the pool keeps open (PostgreSQL, MySQL)."""
     max_overflow: int = field(default_factory=_env("max_overflow", 10))
     """Extra connections allowed above ``pool_size`` under load; -1 for no limit."""
+    overflow_idle_timeout: float = field(default_factory=_env("overflow_idle_timeout", 30.0))
+    """Seconds the overflow connections stay open after demand last exceeded ``pool_size``;
+    0 closes each one as soon as it is returned (SQLAlchemy's behaviour). Saves opening
+    and closing connections continuously under a load just above ``pool_size``."""
     pool_timeout: float = field(default_factory=_env("pool_timeout", 30.0))
     """Seconds to wait for a free connection before ``sqlalchemy.exc.TimeoutError``."""
     pool_recycle: int = field(default_factory=_env("pool_recycle", 3600))
@@ -275,7 +280,9 @@ class DatabaseConfig:
     def __repr__(self) -> str:
         return (
             f"DatabaseConfig(url={self.safe_url!r}, pool_size={self.pool_size}, "
-            f"max_overflow={self.max_overflow}, pool_timeout={self.pool_timeout}, "
+            f"max_overflow={self.max_overflow}, "
+            f"overflow_idle_timeout={self.overflow_idle_timeout}, "
+            f"pool_timeout={self.pool_timeout}, "
             f"pool_recycle={self.pool_recycle}, pool_pre_ping={self.pool_pre_ping}, "
             f"connect_timeout={self.connect_timeout}, command_timeout={self.command_timeout}, "
             f"echo={self.echo}, application_name={self.application_name!r}, "

@@ -8,6 +8,13 @@ one pytest loop after another) fails with ``Task ... attached to a different loo
 off. :class:`LoopBoundPool` checks each connection's loop when it leaves the pool: a
 connection of another loop is discarded without touching that loop and replaced by a
 fresh one, before pre-ping runs, so pre-ping stays on.
+
+It also keeps overflow connections for a while. ``QueuePool`` closes a connection above
+``pool_size`` the moment it is returned, so a load that hovers just above ``pool_size``
+opens and closes connections continuously (each costs a server backend, a login and the
+driver's set-up, milliseconds of CPU on both sides). With ``overflow_idle_timeout`` the
+pool keeps them while they were needed within that many seconds, and closes them once
+demand has stayed at or below ``pool_size`` for that long.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.pool.base import _ConnectionRecord
+from sqlalchemy.util import queue as sqla_queue
 
 __all__ = ["LoopBoundPool", "connection_loop"]
 
@@ -71,12 +80,74 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
 
     It also keeps the entries it has handed out, so that draining can count them
     exactly (QueuePool's own figure is reset by ``dispose()``) and close them.
+
+    Args:
+        creator: Passed to ``AsyncAdaptedQueuePool``, as are the other keyword arguments.
+        overflow_idle_timeout: Seconds overflow connections stay open after demand last
+            exceeded ``pool_size``; 0 closes each one when it is returned (SQLAlchemy's
+            behaviour). Checked whenever a connection is returned. ``create_engine`` passes
+            it through under the same name.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, creator: Any, overflow_idle_timeout: float = 0.0, **kw: Any) -> None:
+        super().__init__(creator, **kw)
         self._checked_out: set[ConnectionPoolEntry] = set()
         self._getting = 0
+        self._nominal_size = self._pool.maxsize
+        self._overflow_idle_timeout = overflow_idle_timeout
+        self._overflow_needed_at = 0.0
+        if overflow_idle_timeout > 0 and self._max_overflow > 0 and self._nominal_size > 0:
+            # room for every connection: returning an overflow one no longer closes it
+            capacity = self._nominal_size + self._max_overflow
+            self._pool = self._queue_class(capacity, use_lifo=self._pool.use_lifo)
+
+    @classmethod
+    def engine_kwargs(cls, *, overflow_idle_timeout: float) -> dict[str, Any]:
+        """The ``create_async_engine`` arguments that select this pool."""
+        return {"poolclass": cls, "overflow_idle_timeout": overflow_idle_timeout}
+
+    def size(self) -> int:
+        """``pool_size``, the number of connections kept open however low the demand."""
+        return self._nominal_size
+
+    def checkedout(self) -> int:
+        """Connections checked out (``QueuePool``'s figure, with the nominal size)."""
+        return self._nominal_size - self._pool.qsize() + self._overflow
+
+    def recreate(self) -> LoopBoundPool:
+        """A new, empty pool with the same settings (``dispose()`` uses it)."""
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            self._creator,
+            overflow_idle_timeout=self._overflow_idle_timeout,
+            pool_size=self._nominal_size,
+            max_overflow=self._max_overflow,
+            pre_ping=self._pre_ping,
+            use_lifo=self._pool.use_lifo,
+            timeout=self._timeout,
+            recycle=self._recycle,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+        )
+
+    def _close_idle_overflow(self) -> None:
+        """Close idle connections above ``pool_size`` once they were not needed for a while."""
+        if self._overflow_idle_timeout <= 0 or self._overflow <= 0 or self._pool.qsize() == 0:
+            return
+        if time.monotonic() - self._overflow_needed_at < self._overflow_idle_timeout:
+            return
+        while self._overflow > 0:
+            try:
+                record = self._pool.get(False)
+            except sqla_queue.Empty:
+                return
+            try:
+                record.close()
+            finally:
+                self._dec_overflow()
 
     def checked_out_entries(self) -> frozenset[ConnectionPoolEntry]:
         """The entries currently checked out of this pool (it may be disposed already)."""
@@ -89,6 +160,7 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         self._checked_out.discard(record)
         super()._do_return_conn(record)
+        self._close_idle_overflow()
 
     def _do_get(self) -> ConnectionPoolEntry:
         self._getting += 1  # a new connection is opened inside _do_get: count it already
@@ -97,6 +169,8 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         finally:
             self._getting -= 1
         self._checked_out.add(record)
+        if len(self._checked_out) > self._nominal_size:
+            self._overflow_needed_at = time.monotonic()
         return record
 
     def _get_same_loop(self) -> ConnectionPoolEntry:

@@ -12,6 +12,7 @@ def test_defaults_match_the_seed() -> None:
     config = DatabaseConfig()
     assert config.url == "sqlite+aiosqlite:///app.db"
     assert (config.pool_size, config.max_overflow) == (5, 10)
+    assert config.overflow_idle_timeout == 30.0
     assert (config.pool_timeout, config.pool_recycle) == (30.0, 3600)
     assert config.pool_pre_ping is True
     assert (config.connect_timeout, config.command_timeout) == (10.0, 60.0)
@@ -22,6 +23,7 @@ def test_environment_fills_fields_and_explicit_arguments_win(clean_env: pytest.M
     clean_env.setenv("DB_URL", f"postgresql://app:{SECRET}@db.internal:5433/orders")
     clean_env.setenv("DB_POOL_SIZE", "20")
     clean_env.setenv("DB_MAX_OVERFLOW", "-1")
+    clean_env.setenv("DB_OVERFLOW_IDLE_TIMEOUT", "0")
     clean_env.setenv("DB_POOL_TIMEOUT", "2.5")
     clean_env.setenv("DB_POOL_RECYCLE", "1800")
     clean_env.setenv("DB_POOL_PRE_PING", "off")
@@ -35,6 +37,7 @@ def test_environment_fills_fields_and_explicit_arguments_win(clean_env: pytest.M
     assert config.url == f"postgresql+asyncpg://app:{SECRET}@db.internal:5433/orders"
     assert config.pool_size == 7  # explicit wins
     assert config.max_overflow == -1
+    assert config.overflow_idle_timeout == 0.0
     assert config.pool_timeout == 2.5
     assert config.pool_recycle == 1800
     assert config.pool_pre_ping is False
@@ -91,6 +94,7 @@ BAD_FIELDS = [
     ({"pool_size": -1}, "pool_size", "integer >= 0"),
     ({"pool_size": "abc"}, "pool_size", "integer >= 0, got 'abc'"),
     ({"max_overflow": -2}, "max_overflow", "integer >= -1"),
+    ({"overflow_idle_timeout": -1}, "overflow_idle_timeout", "number >= 0"),
     ({"pool_timeout": 0}, "pool_timeout", "number > 0"),
     ({"pool_recycle": 1.5}, "pool_recycle", "integer"),
     ({"connect_timeout": -3}, "connect_timeout", "number > 0"),
@@ -118,6 +122,7 @@ BAD_VARIABLES = [
     ("DB_POOL_SIZE", "abc", "DB_POOL_SIZE: expected an integer >= 0, got 'abc'"),
     ("DB_POOL_SIZE", "-5", "DB_POOL_SIZE: expected an integer >= 0, got -5"),
     ("DB_MAX_OVERFLOW", "ten", "DB_MAX_OVERFLOW: expected an integer >= -1"),
+    ("DB_OVERFLOW_IDLE_TIMEOUT", "abc", "DB_OVERFLOW_IDLE_TIMEOUT: expected a number >= 0"),
     ("DB_POOL_TIMEOUT", "soon", "DB_POOL_TIMEOUT: expected a number > 0"),
     ("DB_POOL_RECYCLE", "1h", "DB_POOL_RECYCLE: expected an integer >= -1"),
     ("DB_POOL_PRE_PING", "sometimes", "DB_POOL_PRE_PING: expected true/false"),

@@ -33,7 +33,10 @@ class MySQLEngine(DialectEngine):
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments with the event-loop-safe pool."""
-        return {**super().get_pool_kwargs(), "poolclass": LoopBoundPool}
+        return {
+            **super().get_pool_kwargs(),
+            **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
+        }
 
     def session_statements(self, server_info: str) -> list[str]:
         """The ``SET SESSION`` statements for a server (its version string decides)."""

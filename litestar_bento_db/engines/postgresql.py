@@ -52,4 +52,8 @@ class PostgreSQLEngine(DialectEngine):
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments: LIFO, so idle connections beyond the working set expire."""
-        return {**super().get_pool_kwargs(), "poolclass": LoopBoundPool, "pool_use_lifo": True}
+        return {
+            **super().get_pool_kwargs(),
+            **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
+            "pool_use_lifo": True,
+        }
