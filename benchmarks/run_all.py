@@ -392,7 +392,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     args = parser.parse_args()
     ensure_tools()
-    rounds, seconds, runs = (1, 3, 2) if args.quick else (5, 10, 5)
+    rounds, seconds, runs = (1, 3, 2) if args.quick else (12, 5, 5)
     requests = 100 if args.quick else 600
     sections = [
         ("Plugin overhead", plugin_overhead(rounds, seconds, connections=32)),
