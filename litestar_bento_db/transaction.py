@@ -22,6 +22,9 @@ from advanced_alchemy.extensions.litestar._utils import (
     get_aa_scope_state,
     set_aa_scope_state,
 )
+from advanced_alchemy.extensions.litestar.plugins.init.config.common import (
+    SESSION_TERMINUS_ASGI_EVENTS,
+)
 from litestar.types import HTTPResponseStartEvent, Message, Scope
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,9 +40,6 @@ _UNAVAILABLE = {
     ErrorCategory.AMBIGUOUS,
     ErrorCategory.TIMEOUT,
 }
-# the events that end a session's request (advanced-alchemy's own list, minus the
-# response start, which is handled first)
-_END_EVENTS = frozenset({"http.disconnect", "websocket.disconnect", "websocket.close"})
 
 
 class TransactionHandler:
@@ -76,7 +76,7 @@ class TransactionHandler:
             if body is not None:  # the handler's body belongs to the response we replaced
                 message["body"] = body
                 set_aa_scope_state(scope, self.replacement_key, b"")
-        elif message["type"] in _END_EVENTS:
+        elif message["type"] in SESSION_TERMINUS_ASGI_EVENTS:  # a request ending otherwise
             session = get_aa_scope_state(scope, self.session_scope_key)
             if session is not None:
                 await self._close(session, scope)
