@@ -1,0 +1,51 @@
+"""Process-wide counts the metrics export: retries, refusals, failed commits, discards.
+
+Apart from :mod:`litestar_bento_db.metrics` so that the resilience and pool modules can
+count without importing the exporters.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Final
+
+__all__ = ["COUNTERS", "Counters"]
+
+
+class Counters:
+    """Process-wide counts: retries, retry-budget refusals, failed commits, discards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.retries: dict[str, int] = {}
+        """Retries by error category."""
+        self.budget_refusals = 0
+        """Retries the shared retry budget refused."""
+        self.commit_failures: dict[str, int] = {}
+        """Failed COMMITs by error category (``ambiguous``: the outcome is unknown)."""
+        self.discards: dict[str, int] = {}
+        """Pooled connections discarded by reason (``other_loop``)."""
+
+    def _bump(self, table: dict[str, int], key: str) -> None:
+        with self._lock:
+            table[key] = table.get(key, 0) + 1
+
+    def retry(self, category: str) -> None:
+        """A unit of work is run again after a ``category`` error."""
+        self._bump(self.retries, category)
+
+    def budget_refusal(self) -> None:
+        """The retry budget refused a retry."""
+        with self._lock:
+            self.budget_refusals += 1
+
+    def commit_failure(self, category: str) -> None:
+        """A COMMIT failed with a ``category`` error."""
+        self._bump(self.commit_failures, category)
+
+    def discard(self, reason: str) -> None:
+        """A pooled connection was discarded for ``reason``."""
+        self._bump(self.discards, reason)
+
+
+COUNTERS: Final = Counters()

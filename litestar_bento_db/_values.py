@@ -1,0 +1,224 @@
+"""Validated configuration fields: each field declares its default and its parser once.
+
+A parser takes the raw value (an argument, or the text of an environment variable) and
+the name to report, and returns the value or raises :class:`ConfigError` naming what
+was wrong. :func:`setting` declares a field that falls back to a ``DB_*`` variable;
+:func:`option` one that does not. :func:`validate_fields` runs the parsers of a
+dataclass instance; :func:`render_fields` builds its ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+__all__ = [
+    "ConfigError",
+    "Parser",
+    "boolean",
+    "integer",
+    "items",
+    "label",
+    "name",
+    "number",
+    "option",
+    "optional",
+    "render_fields",
+    "safe_fields",
+    "setting",
+    "validate_fields",
+]
+
+T = TypeVar("T")
+
+Parser = Callable[[Any, str], Any]
+"""``parse(value, name) -> value``; raises :class:`ConfigError`."""
+
+ENV_PREFIX: Final = "DB_"
+_PARSE: Final = "parse"
+_ENV: Final = "env"
+_MASK: Final = "mask"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the field or variable."""
+
+
+def integer(minimum: int) -> Parser:
+    """An integer ``>= minimum`` (text is accepted, booleans are not)."""
+    expected = f"expected an integer >= {minimum}"
+
+    def parse(value: Any, field_name: str) -> int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{field_name}: {expected}, got {value!r}")
+        try:
+            number = int(value) if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{field_name}: {expected}, got {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"{field_name}: {expected}, got {number}")
+        return number
+
+    return parse
+
+
+def number(minimum: float, *, inclusive: bool = True) -> Parser:
+    """A finite number ``>= minimum`` (``> minimum`` when not ``inclusive``)."""
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+
+    def parse(value: Any, field_name: str) -> float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{field_name}: expected a number {bound}, got {value!r}")
+        try:
+            result = float(value) if isinstance(value, int | float) else float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{field_name}: expected a number {bound}, got {value!r}") from None
+        if not math.isfinite(result):
+            raise ConfigError(f"{field_name}: expected a finite number {bound}, got {value!r}")
+        if result < minimum or (not inclusive and result == minimum):
+            raise ConfigError(f"{field_name}: expected a number {bound}, got {result:g}")
+        return result
+
+    return parse
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def boolean(value: Any, field_name: str) -> bool:
+    """``True``/``False``, or their text forms (true/false, 1/0, yes/no, on/off)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{field_name}: expected true/false (or 1/0, yes/no, on/off), got {value!r}")
+
+
+def name(value: Any, field_name: str) -> str:
+    """A printable name of 1 to 63 characters (PostgreSQL's identifier limit)."""
+    text = value.strip() if isinstance(value, str) else None
+    if not text or len(text) > 63 or not text.isprintable():
+        raise ConfigError(f"{field_name}: expected a printable name of 1 to 63 characters")
+    return text
+
+
+def optional(parse: Parser) -> Parser:
+    """``parse``, or ``None`` for ``None`` or empty text."""
+
+    def parse_optional(value: Any, field_name: str) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse(value, field_name)
+
+    return parse_optional
+
+
+def items(parse: Parser) -> Parser:
+    """A tuple of values, each checked by ``parse``; text is split on commas."""
+
+    def parse_items(value: Any, field_name: str) -> tuple[Any, ...]:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{field_name}: expected a list (or comma-separated text)")
+        return tuple(parse(item, f"{field_name}[{index}]") for index, item in enumerate(value))
+
+    return parse_items
+
+
+def label(value: Any, field_name: str) -> str:
+    """A printable label of 1 to 200 characters (a metric attribute)."""
+    text = value.strip() if isinstance(value, str) else None
+    if not text or len(text) > 200 or not text.isprintable():
+        raise ConfigError(f"{field_name}: expected a printable label of 1 to 200 characters")
+    return text
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a field: ``DB_<FIELD>``."""
+    return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+class _Unset:
+    """Marks a field not given to the constructor (to be read from the environment)."""
+
+    def __repr__(self) -> str:
+        return "<from environment>"
+
+
+_UNSET: Final = _Unset()
+
+
+def setting(
+    default: T,
+    parse: Parser,
+    *,
+    fallback_env: str | None = None,
+    mask: Callable[[Any], Any] | None = None,
+) -> T:
+    """A field read from ``DB_<FIELD>`` (or ``fallback_env``) when not given explicitly.
+
+    Args:
+        default: The value when neither an argument nor a variable gives one.
+        parse: Validates and converts the value.
+        fallback_env: A variable consulted when ``DB_<FIELD>`` is unset.
+        mask: The value with its secrets masked, for any output (``safe_fields``).
+    """
+    metadata = {_PARSE: parse, _ENV: (default, fallback_env), _MASK: mask}
+    return dataclasses.field(default=_UNSET, metadata=metadata)  # type: ignore[return-value]
+
+
+def _from_environment(field: dataclasses.Field[Any]) -> tuple[Any, str]:
+    """A setting's value and the name to report: its variable's, else the default's."""
+    default, fallback = field.metadata[_ENV]
+    for variable in (env_name(field.name), fallback):
+        raw = os.environ.get(variable, "") if variable else ""
+        if raw.strip():
+            return raw, variable
+    return default, field.name
+
+
+def option(default: T, parse: Parser) -> T:
+    """A validated field with a plain default (no environment variable)."""
+    if isinstance(default, list | dict | set):
+        raise TypeError("mutable defaults need a factory")
+    return dataclasses.field(default=default, metadata={_PARSE: parse})
+
+
+def validate_fields(instance: Any) -> None:
+    """Run each field's parser on its value (frozen dataclasses included).
+
+    A :func:`setting` not given explicitly is read from its variable first; errors then
+    name the variable.
+    """
+    for field in dataclasses.fields(instance):
+        parse = field.metadata.get(_PARSE)
+        if parse is None:
+            continue
+        value, reported = getattr(instance, field.name), field.name
+        if value is _UNSET:
+            value, reported = _from_environment(field)
+        object.__setattr__(instance, field.name, parse(value, reported))
+
+
+def safe_fields(instance: Any) -> dict[str, Any]:
+    """The fields and their values, secrets masked (each field's ``mask``)."""
+    values = {}
+    for field in dataclasses.fields(instance):
+        mask = field.metadata.get(_MASK)
+        value = getattr(instance, field.name)
+        values[field.name] = mask(value) if mask is not None else value
+    return values
+
+
+def render_fields(instance: Any) -> str:
+    """``ClassName(field=value, ...)``, secrets masked."""
+    parts = [f"{name}={value!r}" for name, value in safe_fields(instance).items()]
+    return f"{type(instance).__name__}({', '.join(parts)})"
