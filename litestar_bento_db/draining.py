@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
-from litestar_bento_db.pool import LoopBoundPool
-from litestar_bento_db.signals import ChainedSignalHandler
+from litestar_bento_db._signals import ChainedSignalHandler
+from litestar_bento_db.pool import LoopBoundPool, terminate_driver_connection
 
 __all__ = [
     "ConnectionDrainer",
@@ -103,13 +103,8 @@ def _force_close(pool: Pool) -> int:
         return 0
     closed = 0
     for record in pool.checked_out_entries():
-        driver = getattr(record.dbapi_connection, "driver_connection", None)
-        close = getattr(driver, "terminate", None) or getattr(driver, "close", None)
-        if close is None:
-            continue
         with contextlib.suppress(Exception):
-            close()
-            closed += 1
+            closed += terminate_driver_connection(record.dbapi_connection)
     return closed
 
 

@@ -1,42 +1,53 @@
-"""Database lifecycle: create tables, check health, report, clean up."""
+"""Database lifecycle: create tables, probe, report, clean up.
+
+:func:`probe` is the one way this package checks that a database answers: the app's
+warm-up, its readiness route, :func:`health_check`, :func:`get_database_info` and the
+CLI all go through it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, inspect, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import Pool, QueuePool
 
-from litestar_bento_db.config import mask_url
+from litestar_bento_db.pool import LoopBoundPool
+from litestar_bento_db.urls import database_type_of, mask_url
 
 __all__ = [
+    "Probe",
     "SchemaMismatchError",
     "cleanup_database",
     "drop_all_tables",
     "get_database_info",
     "health_check",
     "init_database",
-    "ping",
+    "pool_status",
+    "probe",
 ]
 
 logger = logging.getLogger(__name__)
-
-_DATABASE_TYPES = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 
 class SchemaMismatchError(RuntimeError):
     """The database lacks tables or columns that the models declare."""
 
 
-def _missing_schema(connection: Connection, base: type[DeclarativeBase]) -> list[str]:
+def _metadata(models: type[DeclarativeBase] | MetaData) -> MetaData:
+    return models if isinstance(models, MetaData) else models.metadata
+
+
+def _missing_schema(connection: Connection, metadata: MetaData) -> list[str]:
     inspector = inspect(connection)
     missing: list[str] = []
-    for table in base.metadata.sorted_tables:
+    for table in metadata.sorted_tables:
         if not inspector.has_table(table.name, schema=table.schema):
             missing.append(table.fullname)
             continue
@@ -46,34 +57,88 @@ def _missing_schema(connection: Connection, base: type[DeclarativeBase]) -> list
 
 
 async def init_database(
-    engine: AsyncEngine, base: type[DeclarativeBase], *, check_tables: bool = False
+    engine: AsyncEngine, base: type[DeclarativeBase] | MetaData, *, check_tables: bool = False
 ) -> None:
     """Create the models' tables that do not exist yet.
 
     Args:
         engine: The engine to use.
-        base: The declarative base whose metadata lists the tables.
+        base: The declarative base (or the ``MetaData``) that lists the tables.
         check_tables: Afterwards, check that every table and column the models
             declare exists (``create_all`` never alters a table that already exists).
 
     Raises:
         SchemaMismatchError: With ``check_tables``, when tables or columns are missing.
     """
+    metadata = _metadata(base)
     async with engine.begin() as connection:
-        await connection.run_sync(base.metadata.create_all)
+        await connection.run_sync(metadata.create_all)
         if check_tables:
-            missing = await connection.run_sync(_missing_schema, base)
+            missing = await connection.run_sync(_missing_schema, metadata)
             if missing:
                 raise SchemaMismatchError(
                     "database schema is behind the models; missing: " + ", ".join(missing)
                 )
-    logger.info("database tables ready: %d", len(base.metadata.tables))
+    logger.info("database tables ready: %d", len(metadata.tables))
 
 
-async def ping(engine: AsyncEngine) -> None:
-    """Run ``SELECT 1`` on a connection from the pool; raises on failure."""
-    async with engine.connect() as connection:
+@dataclass(frozen=True)
+class Probe:
+    """The outcome of one :func:`probe`."""
+
+    ok: bool
+    """The database answered in time."""
+    latency_ms: float | None
+    """How long it took (None when it failed)."""
+    checked_at: float
+    """``time.monotonic()`` when the probe finished."""
+    error: str | None = None
+    """The error's class name when it failed (never its message: it may carry secrets)."""
+
+
+async def _open_and_ping(engine: AsyncEngine) -> AsyncConnection:
+    connection = await engine.connect()
+    try:
         await connection.execute(text("SELECT 1"))
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
+async def _ping(engine: AsyncEngine, connections: int) -> None:
+    results = await asyncio.gather(
+        *(_open_and_ping(engine) for _ in range(connections)), return_exceptions=True
+    )
+    for result in results:  # held until all are open: they are distinct connections
+        if not isinstance(result, BaseException):
+            await result.close()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def probe(engine: AsyncEngine, *, timeout: float, connections: int = 1) -> Probe:
+    """Run ``SELECT 1`` on ``connections`` pooled connections at once, within ``timeout``.
+
+    Never raises (except when the calling task itself is cancelled). Opening several
+    connections warms the pool up: each is checked out (and opened if needed) at the
+    same time, so they are distinct.
+
+    Args:
+        engine: The engine to probe.
+        timeout: Seconds allowed in all.
+        connections: How many connections to open and ping concurrently.
+    """
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            await _ping(engine, max(1, connections))
+    except Exception as exc:
+        # class name only: driver messages can carry the user, host or SQL
+        return Probe(False, None, time.monotonic(), type(exc).__name__)
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return Probe(True, latency, time.monotonic())
 
 
 async def health_check(engine: AsyncEngine, *, timeout: float = 5.0) -> bool:
@@ -81,15 +146,11 @@ async def health_check(engine: AsyncEngine, *, timeout: float = 5.0) -> bool:
 
     Never raises (except when the calling task itself is cancelled).
     """
-    try:
-        async with asyncio.timeout(timeout):
-            await ping(engine)
-    except Exception as exc:
-        logger.warning(
-            "database health check failed for %s: %s", mask_url(engine.url), type(exc).__name__
-        )
-        return False
-    return True
+    result = await probe(engine, timeout=timeout)
+    if not result.ok:
+        url = mask_url(engine.url)
+        logger.warning("database health check failed for %s: %s", url, result.error)
+    return result.ok
 
 
 def pool_status(pool: Pool) -> dict[str, Any]:
@@ -101,7 +162,7 @@ def pool_status(pool: Pool) -> dict[str, Any]:
             pool_checked_out=pool.checkedout(),
             pool_checked_in=pool.checkedin(),
             pool_overflow=max(pool.overflow(), 0),
-            pool_max_overflow=pool._max_overflow,
+            pool_max_overflow=pool.max_overflow if isinstance(pool, LoopBoundPool) else None,
             pool_timeout=pool.timeout(),
         )
     else:
@@ -124,19 +185,17 @@ async def get_database_info(engine: AsyncEngine, *, timeout: float = 5.0) -> dic
         ``reachable``, ``latency_ms`` and the pool figures of :func:`pool_status`.
     """
     dialect = engine.dialect
-    info: dict[str, Any] = {
-        "driver": dialect.driver,
-        "database_type": _DATABASE_TYPES.get(dialect.name, dialect.name),
-        "database_name": engine.url.database,
-    }
-    started = time.perf_counter()
-    reachable = await health_check(engine, timeout=timeout)
-    info["reachable"] = reachable
-    info["latency_ms"] = round((time.perf_counter() - started) * 1000, 2) if reachable else None
+    result = await probe(engine, timeout=timeout)
     version = dialect.server_version_info
-    info["server_version"] = ".".join(str(part) for part in version) if version else None
-    info.update(pool_status(engine.pool))
-    return info
+    return {
+        "driver": dialect.driver,
+        "database_type": database_type_of(dialect.name) or dialect.name,
+        "database_name": engine.url.database,
+        "reachable": result.ok,
+        "latency_ms": result.latency_ms,
+        "server_version": ".".join(str(part) for part in version) if version else None,
+        **pool_status(engine.pool),
+    }
 
 
 async def cleanup_database(engine: AsyncEngine) -> None:
@@ -145,7 +204,7 @@ async def cleanup_database(engine: AsyncEngine) -> None:
     logger.info("database engine disposed")
 
 
-async def drop_all_tables(engine: AsyncEngine, base: type[DeclarativeBase]) -> None:
+async def drop_all_tables(engine: AsyncEngine, base: type[DeclarativeBase] | MetaData) -> None:
     """Drop every table of the models' metadata. For tests only."""
     async with engine.begin() as connection:
-        await connection.run_sync(base.metadata.drop_all)
+        await connection.run_sync(_metadata(base).drop_all)

@@ -4,8 +4,8 @@ asyncpg and asyncmy connections belong to the event loop that opened them. SQLAl
 ``AsyncAdaptedQueuePool`` hands a pooled connection to whichever loop asks next, so an
 engine used from a second loop (``asyncio.run`` twice, a CLI step before the server,
 one pytest loop after another) fails with ``Task ... attached to a different loop`` or
-``Event loop is closed``; pre-ping fails the same way, which is why seed-001 turned it
-off. :class:`LoopBoundPool` checks each connection's loop when it leaves the pool: a
+``Event loop is closed``; pre-ping fails the same way, which is why teams turn it off.
+:class:`LoopBoundPool` checks each connection's loop when it leaves the pool: a
 connection of another loop is discarded without touching that loop and replaced by a
 fresh one, before pre-ping runs, so pre-ping stays on.
 
@@ -23,15 +23,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
-from sqlalchemy.pool.base import _ConnectionRecord
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util import queue as sqla_queue
 
-__all__ = ["LoopBoundPool", "connection_loop"]
+from litestar_bento_db._counters import COUNTERS
+from litestar_bento_db.liveness import driver_closed
+from litestar_bento_db.resilience.classification import mark_database_error
+
+__all__ = [
+    "LoopBoundPool",
+    "OtherLoopConnection",
+    "PoolObserver",
+    "connection_loop",
+    "terminate_driver_connection",
+]
 
 logger = logging.getLogger(__name__)
+
+
+_DRIVERS = frozenset({"asyncpg", "asyncmy"})
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -41,9 +54,18 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+class OtherLoopConnection(Exception):
+    """Why a pooled connection was discarded: it belongs to another event loop.
+
+    Passed as the reason to the pool's ``invalidate`` event, so listeners can tell
+    these discards from failures.
+    """
+
+
 def connection_loop(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
     """The event loop a pooled asyncpg or asyncmy connection belongs to, if known."""
     driver = getattr(dbapi_connection, "driver_connection", None)
+    # asyncmy has a public ``loop``; asyncpg keeps it in ``_loop`` (pinned by a test)
     loop = getattr(driver, "loop", None) or getattr(driver, "_loop", None)
     return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
@@ -55,24 +77,48 @@ def _is_foreign(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
     return owner
 
 
+def terminate_driver_connection(dbapi_connection: Any) -> bool:
+    """Close the driver connection now, without awaiting.
+
+    asyncpg's ``terminate()``, asyncmy's ``close()``; the driver's, not SQLAlchemy's
+    adapter's. Returns False when the driver offers neither.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    close = getattr(driver, "terminate", None) or getattr(driver, "close", None)
+    if close is None:
+        return False
+    close()
+    return True
+
+
 def _abandon(dbapi_connection: Any, owner: asyncio.AbstractEventLoop) -> None:
     """Close a connection that belongs to another event loop, without awaiting.
 
     A live owner loop (another thread) closes it itself. A stopped or closed loop
     cannot run the close, so the socket is closed here, as the loop would have done.
     """
-    force_close = dbapi_connection._terminate_force_close
     if owner.is_running():
-        owner.call_soon_threadsafe(force_close)
+        owner.call_soon_threadsafe(terminate_driver_connection, dbapi_connection)
         return
     try:
-        force_close()
+        terminate_driver_connection(dbapi_connection)
     except RuntimeError:
         # the closed loop refused to schedule the transport's final callback: run it
+        # (asyncpg and asyncmy keep the transport in ``_transport``; pinned by a test)
         transport = getattr(dbapi_connection.driver_connection, "_transport", None)
         if transport is not None:
             with contextlib.suppress(RuntimeError):
                 transport._call_connection_lost(None)
+
+
+class PoolObserver(Protocol):
+    """What a :class:`LoopBoundPool` reports about checkouts (for metrics)."""
+
+    def waited(self, seconds: float) -> None:
+        """A checkout got its connection after ``seconds`` (pre-ping and connect included)."""
+
+    def timed_out(self) -> None:
+        """A checkout gave up after ``pool_timeout``."""
 
 
 class LoopBoundPool(AsyncAdaptedQueuePool):
@@ -89,8 +135,22 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
             it through under the same name.
     """
 
-    def __init__(self, creator: Any, overflow_idle_timeout: float = 0.0, **kw: Any) -> None:
+    # Built on QueuePool's subclass interface (``_do_get``, ``_do_return_conn``,
+    # ``_close_connection``, ``recreate``) and state (``_pool``, ``_overflow``,
+    # ``_max_overflow``, ``_dec_overflow``, ``_queue_class`` and the arguments ``recreate``
+    # passes on): tests/test_upstream_pins.py checks each against the SQLAlchemy installed.
+
+    def __init__(
+        self,
+        creator: Any,
+        overflow_idle_timeout: float = 0.0,
+        observer: PoolObserver | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(creator, **kw)
+        self.observer = observer
+        """Told how long each checkout waited, and of each that timed out (metrics)."""
+        self._disposed = False
         self._checked_out: set[ConnectionPoolEntry] = set()
         self._getting = 0
         self._nominal_size = self._pool.maxsize
@@ -110,6 +170,11 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         """``pool_size``, the number of connections kept open however low the demand."""
         return self._nominal_size
 
+    @property
+    def max_overflow(self) -> int:
+        """Connections allowed above ``pool_size`` (-1: no limit)."""
+        return self._max_overflow
+
     def checkedout(self) -> int:
         """Connections checked out (``QueuePool``'s figure, with the nominal size)."""
         return self._nominal_size - self._pool.qsize() + self._overflow
@@ -120,6 +185,7 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         return self.__class__(
             self._creator,
             overflow_idle_timeout=self._overflow_idle_timeout,
+            observer=self.observer,
             pool_size=self._nominal_size,
             max_overflow=self._max_overflow,
             pre_ping=self._pre_ping,
@@ -132,6 +198,32 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
             _dispatch=self.dispatch,
             dialect=self._dialect,
         )
+
+    def connect(self) -> PoolProxiedConnection:
+        """Check out a connection; a driver's unwrapped connect error is marked as such."""
+        started = time.perf_counter()
+        try:
+            connection = super().connect()
+        except sa_exc.TimeoutError:
+            if self.observer is not None:
+                self.observer.timed_out()
+            raise
+        except OSError as error:  # asyncpg raises OSError/TimeoutError at connect unwrapped
+            mark_database_error(error)
+            raise
+        except Exception as error:
+            if type(error).__module__.split(".")[0] not in _DRIVERS:
+                raise
+            # a driver error SQLAlchemy let through unwrapped (asyncpg's errors at
+            # connect, before SQLAlchemy 2.1): raise it the way SQLAlchemy raises others
+            raise sa_exc.OperationalError(None, None, error) from error
+        if self.observer is not None:
+            self.observer.waited(time.perf_counter() - started)
+        return connection
+
+    def pending(self) -> int:
+        """Checkouts waiting for a connection (or for one being opened) right now."""
+        return self._getting
 
     def _close_idle_overflow(self) -> None:
         """Close idle connections above ``pool_size`` once they were not needed for a while."""
@@ -157,8 +249,20 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         """Connections handed out, or being opened for a checkout, right now."""
         return len(self._checked_out) + self._getting
 
+    def dispose(self) -> None:
+        """Close the idle connections; those checked out are closed when they come back.
+
+        (``QueuePool`` would queue them again in this pool, which the engine no longer
+        uses: open until garbage-collected, and without their ``close`` event.)
+        """
+        self._disposed = True
+        super().dispose()
+
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         self._checked_out.discard(record)
+        if self._disposed:
+            record.close()
+            return
         super()._do_return_conn(record)
         self._close_idle_overflow()
 
@@ -179,10 +283,9 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         owner = _is_foreign(connection) if connection is not None else None
         if owner is not None:
             logger.debug("discarding pooled connection of another event loop")
-            _abandon(connection, owner)
-            # a record without a connection reconnects when it is checked out
-            assert isinstance(record, _ConnectionRecord)
-            record.dbapi_connection = None
+            COUNTERS.discard("other_loop")
+            # closes it through _close_connection below; the record reconnects on checkout
+            record.invalidate(OtherLoopConnection("the connection belongs to another event loop"))
         return record
 
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
@@ -190,4 +293,13 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         if owner is not None:
             _abandon(connection, owner)
             return
-        super()._close_connection(connection, terminate=terminate)
+        if terminate or driver_closed(connection):
+            # invalidated as broken, or closed by the server already: close it now.
+            # SQLAlchemy's adapter first tries a goodbye that waits up to 2 s for an
+            # answer a stalled server never sends, holding the pool slot that long.
+            try:
+                terminate_driver_connection(connection)
+            except Exception:
+                self.logger.debug("terminating a broken connection failed", exc_info=True)
+            return
+        super()._close_connection(connection, terminate=False)

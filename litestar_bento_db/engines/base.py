@@ -1,4 +1,11 @@
-"""The dialect engine base: what each database needs from SQLAlchemy and its driver."""
+"""Per-dialect settings: what each database needs from SQLAlchemy and its driver.
+
+A :class:`DialectSettings` subclass is not an engine: it turns a
+:class:`~litestar_bento_db.DatabaseConfig` into the arguments of ``create_async_engine``
+(connect arguments, pool settings, statements for each new connection) and builds the
+``AsyncEngine`` from them. The subclasses keep the names of the usage guide:
+``PostgreSQLEngine``, ``MySQLEngine``, ``SQLiteEngine``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,18 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from litestar_bento_db.config import DatabaseConfig, DatabaseType
-from litestar_bento_db.resilience.classification import track_commits
+from litestar_bento_db.config import ConfigError, DatabaseConfig, DatabaseType
+from litestar_bento_db.liveness import watch_liveness
+from litestar_bento_db.metrics.instrument import instrument_engine
+from litestar_bento_db.resilience.classification import track_errors
 
-__all__ = ["DialectEngine"]
+__all__ = ["DialectSettings"]
+
+#: seconds a liveness ping may take at most (less when ``connect_timeout`` is shorter)
+PING_TIMEOUT = 5.0
 
 
-class DialectEngine(ABC):
+class DialectSettings(ABC):
     """Engine settings for one kind of database, derived from a :class:`DatabaseConfig`.
 
     Subclasses say what their driver needs: connect arguments, pool settings, and
@@ -28,10 +40,13 @@ class DialectEngine(ABC):
     """Whether connections are pooled."""
     json_column_type: ClassVar[str] = "JSON"
     """The column type to use for JSON documents."""
+    checks_liveness: ClassVar[bool] = False
+    """Whether pooled connections are checked by :mod:`litestar_bento_db.liveness` (in
+    place of SQLAlchemy's ``pool_pre_ping``)."""
 
     def __init__(self, config: DatabaseConfig) -> None:
         if config.database_type != self.database_type:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} configures {self.database_type}, "
                 f"not {config.database_type} ({config.safe_url})"
             )
@@ -56,6 +71,7 @@ class DialectEngine(ABC):
         """All keyword arguments for ``create_async_engine``."""
         return {
             "echo": self.config.echo,
+            "hide_parameters": self.config.hide_parameters,
             "connect_args": self.get_connect_args(),
             **self.get_pool_kwargs(),
         }
@@ -71,7 +87,15 @@ class DialectEngine(ABC):
             self.on_connect(dbapi_connection)
 
         event.listen(engine.sync_engine, "connect", _connect)
-        track_commits(engine)
+        track_errors(engine)
+        if self.checks_liveness:
+            config = self.config
+            watch_liveness(
+                engine,
+                pre_ping_idle=config.pre_ping_idle if config.pool_pre_ping else None,
+                ping_timeout=min(config.connect_timeout, PING_TIMEOUT),
+            )
+        instrument_engine(engine, self.config)
         return engine
 
     @staticmethod

@@ -4,38 +4,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar_bento_db.engines.base import DialectEngine
+from litestar_bento_db.engines.base import DialectSettings
 from litestar_bento_db.pool import LoopBoundPool
 
 __all__ = ["MySQLEngine"]
 
 #: seconds the server's idle timeout is kept above ``pool_recycle``
 WAIT_TIMEOUT_MARGIN = 60
+#: seconds the client waits beyond ``command_timeout`` for the server's own time-limit error
+READ_TIMEOUT_MARGIN = 0.25
 
 
-class MySQLEngine(DialectEngine):
+class MySQLEngine(DialectSettings):
     """asyncmy: connect timeout, utf8mb4, recycle below ``wait_timeout``, statement limit.
 
-    asyncmy has no command timeout of its own, so every connection sets the server's
-    statement time limit (MariaDB ``max_statement_time``, MySQL ``max_execution_time``)
-    and a session ``wait_timeout`` longer than ``pool_recycle``.
+    Every connection sets the server's statement time limit (MariaDB
+    ``max_statement_time``, MySQL ``max_execution_time``) from ``command_timeout`` and a
+    session ``wait_timeout`` longer than ``pool_recycle``; asyncmy's ``read_timeout``
+    catches a server that stops answering altogether.
     """
 
     database_type = "mysql"
+    checks_liveness = True
 
     def get_connect_args(self) -> dict[str, Any]:
-        """Asyncmy ``connect()`` arguments."""
-        return {
-            "connect_timeout": self.config.connect_timeout,
+        """Asyncmy ``connect()`` arguments.
+
+        ``read_timeout`` bounds each wait for the server: a statement over its limit gets
+        the server's own error first (just before), a silent network path this one.
+        """
+        config = self.config
+        args: dict[str, Any] = {
+            "connect_timeout": config.connect_timeout,
             "charset": "utf8mb4",
-            "program_name": self.config.application_name,
+            "program_name": config.application_name,
         }
+        if config.command_timeout > 0:
+            margin = min(READ_TIMEOUT_MARGIN, config.command_timeout / 10)
+            args["read_timeout"] = config.command_timeout + margin
+        return args
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments with the event-loop-safe pool."""
         return {
             **super().get_pool_kwargs(),
             **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
+            "pool_pre_ping": False,  # litestar_bento_db.liveness checks instead
         }
 
     def session_statements(self, server_info: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar
 
-from litestar_bento_db.engines.base import DialectEngine
+from litestar_bento_db.engines.base import DialectSettings
 from litestar_bento_db.pool import LoopBoundPool
 
 __all__ = ["PostgreSQLEngine"]
@@ -17,7 +17,7 @@ def _unique_statement_name() -> str:
     return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
-class PostgreSQLEngine(DialectEngine):
+class PostgreSQLEngine(DialectSettings):
     """asyncpg: connect and command timeouts, server settings, a LIFO pool.
 
     With ``pgbouncer=True`` (PgBouncer in transaction pooling mode) the prepared
@@ -26,6 +26,7 @@ class PostgreSQLEngine(DialectEngine):
     """
 
     database_type = "postgresql"
+    checks_liveness = True
     json_column_type: ClassVar[str] = "JSONB"
 
     def get_server_settings(self) -> dict[str, str]:
@@ -55,5 +56,6 @@ class PostgreSQLEngine(DialectEngine):
         return {
             **super().get_pool_kwargs(),
             **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
+            "pool_pre_ping": False,  # litestar_bento_db.liveness checks instead
             "pool_use_lifo": True,
         }

@@ -6,12 +6,12 @@ from typing import Any
 
 from sqlalchemy.pool import NullPool, StaticPool
 
-from litestar_bento_db.engines.base import DialectEngine
+from litestar_bento_db.engines.base import DialectSettings
 
 __all__ = ["SQLiteEngine"]
 
 
-class SQLiteEngine(DialectEngine):
+class SQLiteEngine(DialectSettings):
     """aiosqlite: no pool for a file, one shared connection for ``:memory:``.
 
     Every connection gets ``busy_timeout`` (from ``connect_timeout``) and

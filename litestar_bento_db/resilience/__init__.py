@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from litestar_bento_db.resilience.classification import (
     DatabaseErrorClassifier,
+    is_database_error,
     is_database_error_retryable,
     track_commits,
+    track_errors,
 )
 from litestar_bento_db.resilience.codes import ErrorCategory
+from litestar_bento_db.resilience.constraints import ConstraintViolation, constraint_violation
 from litestar_bento_db.resilience.retry import (
     DEFAULT_RETRY_BUDGET,
     Attempt,
@@ -22,14 +25,18 @@ from litestar_bento_db.resilience.retry import (
 __all__ = [
     "DEFAULT_RETRY_BUDGET",
     "Attempt",
+    "ConstraintViolation",
     "DatabaseErrorClassifier",
     "ErrorCategory",
     "OnRetry",
     "RetryBudget",
     "RetryConfig",
     "RetryableOperation",
+    "constraint_violation",
+    "is_database_error",
     "is_database_error_retryable",
     "retry_on_db_error",
     "retryable",
     "track_commits",
+    "track_errors",
 ]

@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.resilience.codes import (
     MYSQL_ERRNOS,
     POSTGRES_REFINEMENTS,
@@ -30,16 +33,25 @@ from litestar_bento_db.resilience.codes import (
 __all__ = [
     "DatabaseErrorClassifier",
     "ErrorCategory",
+    "Reported",
+    "error_chain",
+    "is_database_error",
     "is_database_error_retryable",
+    "mark_database_error",
+    "reported",
     "retryable_categories",
     "track_commits",
+    "track_errors",
 ]
 
 #: attribute set on an exception raised while a COMMIT was in flight
 DURING_COMMIT_ATTR = "_bento_during_commit"
+#: attribute set on a driver exception that reached the caller unwrapped (asyncpg's
+#: ``TimeoutError`` and ``OSError`` at connect or from ``command_timeout``)
+DATABASE_ERROR_ATTR = "_bento_database_error"
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception, the DBAPI error it wraps, and their causes."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
@@ -57,39 +69,48 @@ def _driver(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
-class _Reported:
-    """What the database reported: which driver, its code, and the message."""
+class Reported:
+    """What the database reported: which driver, its code, the message, the error."""
 
     driver: str
+    """``"asyncpg"``, ``"asyncmy"`` or ``"sqlite"``."""
     code: str | int
+    """SQLSTATE (asyncpg), error number (asyncmy), primary result code (SQLite)."""
     message: str
+    """The driver's message (may contain values: never show it to clients)."""
+    error: BaseException
+    """The driver's exception."""
+    extended_code: int | None = None
+    """SQLite's extended result code (which constraint failed)."""
 
 
-def _reported(exc: BaseException) -> _Reported | None:
+def reported(exc: BaseException) -> Reported | None:
     """The first code a driver reported in the exception chain, if any."""
-    for current in _chain(exc):
+    for current in error_chain(exc):
         driver = _driver(current)
         message = str(current.args[0]) if current.args else ""
         if driver == "asyncmy" and current.args and isinstance(current.args[0], int):
-            return _Reported("asyncmy", current.args[0], message)
+            message = str(current.args[1]) if len(current.args) > 1 else ""
+            return Reported("asyncmy", current.args[0], message, current)
         if isinstance(current, sqlite3.Error) and current.sqlite_errorcode is not None:
-            return _Reported("sqlite", current.sqlite_errorcode & 0xFF, message)
+            code = current.sqlite_errorcode
+            return Reported("sqlite", code & 0xFF, message, current, code)
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str) and driver in ("asyncpg", "sqlalchemy"):
-            return _Reported("asyncpg", sqlstate, message)
+            return Reported("asyncpg", sqlstate, message, current)
     return None
 
 
-def _category_of(reported: _Reported) -> ErrorCategory | None:
-    code = reported.code
-    if reported.driver == "asyncmy":
+def _category_of(report: Reported) -> ErrorCategory | None:
+    code = report.code
+    if report.driver == "asyncmy":
         entry = MYSQL_ERRNOS.get(int(code))
-    elif reported.driver == "sqlite":
+    elif report.driver == "sqlite":
         entry = SQLITE_CODES.get(int(code))
     else:
         sqlstate = str(code)
         for (refined_code, prefix), refined in POSTGRES_REFINEMENTS.items():
-            if sqlstate == refined_code and reported.message.startswith(prefix):
+            if sqlstate == refined_code and report.message.startswith(prefix):
                 return refined
         entry = POSTGRES_SQLSTATES.get(sqlstate)
         if entry is None:
@@ -120,8 +141,8 @@ class DatabaseErrorClassifier:
     @staticmethod
     def error_code(exc: BaseException) -> str | int | None:
         """The code the database reported (SQLSTATE, error number, SQLite code), if any."""
-        reported = _reported(exc)
-        return reported.code if reported else None
+        report = reported(exc)
+        return report.code if report else None
 
     @classmethod
     def classify(cls, exc: BaseException) -> ErrorCategory:
@@ -132,7 +153,7 @@ class DatabaseErrorClassifier:
         """
         category = cls._classify(exc)
         if category in (ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT) and any(
-            getattr(error, DURING_COMMIT_ATTR, False) for error in _chain(exc)
+            getattr(error, DURING_COMMIT_ATTR, False) for error in error_chain(exc)
         ):
             return ErrorCategory.AMBIGUOUS
         return category
@@ -141,8 +162,8 @@ class DatabaseErrorClassifier:
     def _classify(cls, exc: BaseException) -> ErrorCategory:
         if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted: QueuePool limit reached
             return ErrorCategory.TRANSIENT
-        reported = _reported(exc)
-        by_code = _category_of(reported) if reported else None
+        report = reported(exc)
+        by_code = _category_of(report) if report else None
         if by_code is not None:
             return by_code
         if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -166,6 +187,54 @@ def is_database_error_retryable(exc: BaseException, *, idempotent: bool = False)
         idempotent: The operation may safely run twice, so AMBIGUOUS is retryable too.
     """
     return DatabaseErrorClassifier.classify(exc) in retryable_categories(idempotent=idempotent)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or an error in its chain) came from the database layer.
+
+    Any SQLAlchemy error, a driver error, or an unwrapped ``OSError``/``TimeoutError``
+    that an engine built here raised while connecting or running a statement.
+    """
+    return any(
+        isinstance(error, sa_exc.SQLAlchemyError)
+        or getattr(error, DATABASE_ERROR_ATTR, False)
+        or _driver(error) in ("asyncpg", "asyncmy")
+        or isinstance(error, sqlite3.Error)
+        for error in error_chain(exc)
+    )
+
+
+def mark_database_error(error: BaseException) -> None:
+    """Mark an unwrapped driver error as coming from the database (see ``is_database_error``)."""
+    with contextlib.suppress(AttributeError):  # an exception type with __slots__
+        setattr(error, DATABASE_ERROR_ATTR, True)
+
+
+def _on_error(context: ExceptionContext) -> None:
+    original = context.original_exception
+    if context.sqlalchemy_exception is None:
+        mark_database_error(original)
+    if getattr(original, DURING_COMMIT_ATTR, False):
+        error = context.sqlalchemy_exception or original
+        COUNTERS.commit_failure(DatabaseErrorClassifier.classify(error).value)
+    if isinstance(original, TimeoutError) and context.connection is not None:
+        # the driver gave up waiting (asyncpg command_timeout): whether the server is
+        # slow or gone, the connection's state is unknown; use a new one. Only this one:
+        # the pool's other connections answered recently.
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
+def track_errors(engine: AsyncEngine) -> None:
+    """Mark the errors the engine's driver raises unwrapped, and those raised in COMMIT.
+
+    SQLAlchemy's ``handle_error`` event marks statement errors SQLAlchemy does not wrap
+    (asyncpg's ``command_timeout`` raises a bare ``TimeoutError``), and invalidates the
+    connection whose statement the driver stopped waiting for; see :func:`track_commits`
+    for COMMIT.
+    """
+    event.listen(engine.sync_engine, "handle_error", _on_error)
+    track_commits(engine)
 
 
 def track_commits(engine: AsyncEngine) -> None:
@@ -193,3 +262,4 @@ def _mark(error: Any) -> None:
     if error is not None:
         with contextlib.suppress(AttributeError):  # an exception type with __slots__
             setattr(error, DURING_COMMIT_ATTR, True)
+            setattr(error, DATABASE_ERROR_ATTR, True)

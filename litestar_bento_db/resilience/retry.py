@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.resilience.classification import (
     DatabaseErrorClassifier,
     retryable_categories,
@@ -153,6 +154,7 @@ def _decide(config: RetryConfig, error: BaseException, attempt: int, name: str) 
     if attempt >= config.max_attempts:
         return None
     if budget is not None and not budget.can_retry():
+        COUNTERS.budget_refusal()
         logger.warning(
             "%s: retry budget exhausted, not retrying %s error (%s)",
             name,
@@ -161,6 +163,7 @@ def _decide(config: RetryConfig, error: BaseException, attempt: int, name: str) 
         )
         return None
     delay = config.delay(attempt)
+    COUNTERS.retry(category.value)
     logger.warning(
         "%s: attempt %d/%d failed with %s error (%s, code %s); retrying in %.3fs",
         name,
@@ -260,7 +263,7 @@ class Attempt:
 class RetryableOperation:
     """Retry a block of code: an attempt iterator, or a runner of callables.
 
-    A plain ``async with`` cannot run its body twice, so the seed's context-manager
+    A plain ``async with`` cannot run its body twice, so the context-manager
     form becomes a loop over attempts; each attempt's body is the whole unit of work::
 
         async for attempt in RetryableOperation(config):
