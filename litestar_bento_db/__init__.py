@@ -1,6 +1,13 @@
-"""litestar-bento-db: a production-grade async SQLAlchemy database layer for Litestar."""
+"""litestar-bento-db: a production-grade async SQLAlchemy database layer for Litestar.
+
+The core (configuration, per-dialect engine settings, the loop-safe pool, sessions,
+lifecycle, resilience, draining) works in any asyncio application; the Litestar
+integration lives in :mod:`litestar_bento_db.litestar`. Both are re-exported here.
+"""
 
 from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
 
 from litestar_bento_db.config import ConfigError, DatabaseConfig, get_database_config, mask_url
 from litestar_bento_db.draining import (
@@ -12,7 +19,7 @@ from litestar_bento_db.draining import (
     drain_with_signal_handler,
 )
 from litestar_bento_db.engines import (
-    DialectEngine,
+    DialectSettings,
     MySQLEngine,
     PostgreSQLEngine,
     SQLiteEngine,
@@ -26,15 +33,27 @@ from litestar_bento_db.lifecycle import (
     health_check,
     init_database,
 )
-from litestar_bento_db.options import HealthConfig, PluginConfig
-from litestar_bento_db.plugin import DatabasePlugin, DbEngine, DbSession, DbSessionFactory
+from litestar_bento_db.litestar import (
+    DatabasePlugin,
+    DatabaseRuntime,
+    DatabaseStartupError,
+    DbEngine,
+    DbSession,
+    DbSessionFactory,
+    HealthConfig,
+    PluginConfig,
+)
 from litestar_bento_db.pool import LoopBoundPool
-from litestar_bento_db.runtime import DatabaseRuntime, DatabaseStartupError
 from litestar_bento_db.session import (
     create_async_engine_from_config,
     create_async_session_factory,
     create_engine_and_session_factory,
 )
+
+try:
+    __version__ = version("litestar-bento-db")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "ConfigError",
@@ -47,8 +66,8 @@ __all__ = [
     "DbSession",
     "DbSessionFactory",
     "DrainStats",
+    "DialectSettings",
     "DrainingMode",
-    "DialectEngine",
     "HealthConfig",
     "LoopBoundPool",
     "MySQLEngine",

@@ -12,30 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from litestar_bento_db._signals import ChainedSignalHandler
 from litestar_bento_db.draining import DrainStats, drain_connections
 from litestar_bento_db.engines import get_engine_for_config
-from litestar_bento_db.lifecycle import ping, pool_status
-from litestar_bento_db.options import PluginConfig
-from litestar_bento_db.signals import ChainedSignalHandler
+from litestar_bento_db.lifecycle import Probe, init_database, pool_status, probe
+from litestar_bento_db.litestar.config import PluginConfig
+from litestar_bento_db.metrics.core import REGISTRY, pool_limits
+from litestar_bento_db.replicas import ReplicaSet, ReplicaWatcher
 
-__all__ = ["DatabaseRuntime", "DatabaseStartupError", "Phase", "Probe"]
+__all__ = ["DatabaseRuntime", "DatabaseStartupError", "Phase"]
 
 logger = logging.getLogger(__name__)
 
 
 class DatabaseStartupError(RuntimeError):
     """The database could not be reached at startup (``fail_fast=True``)."""
+
+
+class _StartupFailed(Exception):
+    """The warm-up probe failed; the message is the error's class name."""
 
 
 class Phase(StrEnum):
@@ -47,23 +52,19 @@ class Phase(StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass(frozen=True)
-class Probe:
-    """The result of one readiness ping."""
-
-    ok: bool
-    latency_ms: float | None
-    checked_at: float
-    error: str | None = None
-
-
 class DatabaseRuntime:
     """Engine and readiness for one worker process."""
 
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
-        self.dialect = get_engine_for_config(config.database)
+        self.settings = get_engine_for_config(config.database)
+        """The dialect settings the engine is built from."""
         self.engine: AsyncEngine | None = None
+        self.replicas = ReplicaSet(config.database) if config.database.read_replica_urls else None
+        """The read replicas (None without ``read_replica_urls``)."""
+        self.replica_watcher = ReplicaWatcher(self.replicas) if self.replicas else None
+        self._replica_task: asyncio.Task[None] | None = None
+        self._replica_stop = asyncio.Event()
         self.phase = Phase.STARTING
         self.last_error: str | None = None
         self.drain_stats: DrainStats | None = None
@@ -80,40 +81,30 @@ class DatabaseRuntime:
     # -- startup ------------------------------------------------------------------
 
     def create_engine(self) -> AsyncEngine:
-        """Create the engine (once); called from the serving loop at startup."""
+        """Create the engine (once), and the replicas' engines; from the serving loop."""
         if self.engine is None:
-            self.engine = self.dialect.create_engine()
+            self.engine = self.settings.create_engine()
+            if self.replicas is not None:
+                self.replicas.create_engines()
         return self.engine
 
     async def _warm_up(self) -> None:
         engine = self.create_engine()
         count = max(1, min(self.config.database.warmup_connections, self._pool_capacity()))
-
-        async def open_and_ping() -> Any:
-            connection = await engine.connect()
-            try:
-                await connection.execute(text("SELECT 1"))
-            except BaseException:
-                await connection.close()
-                raise
-            return connection
-
-        results = await asyncio.gather(
-            *(open_and_ping() for _ in range(count)), return_exceptions=True
-        )
-        for result in results:
-            if not isinstance(result, BaseException):
-                await result.close()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        result = await probe(engine, timeout=self._warm_up_timeout(), connections=count)
+        if not result.ok:
+            raise _StartupFailed(result.error or "unknown error")
         if self.config.metadata is not None:
-            async with engine.begin() as connection:
-                await connection.run_sync(self.config.metadata.create_all)
+            await init_database(engine, self.config.metadata)
+
+    def _warm_up_timeout(self) -> float:
+        # connecting and one ping; the pool may queue connections behind each other
+        database = self.config.database
+        return database.connect_timeout + (database.command_timeout or database.connect_timeout)
 
     def _pool_capacity(self) -> int:
         database = self.config.database
-        if not self.dialect.supports_pool or database.max_overflow < 0:
+        if not self.settings.supports_pool or database.max_overflow < 0:
             return database.warmup_connections
         return max(1, database.pool_size + database.max_overflow)
 
@@ -122,11 +113,17 @@ class DatabaseRuntime:
         self.ready_at = time.monotonic()
         self.last_error = None
         logger.info("database ready: %s", self.config.database.safe_url)
+        if self.replica_watcher is not None and self._replica_task is None:
+            # readiness depends on the primary only: replicas enter rotation as the
+            # watcher finds them healthy (its first round starts now); reads go to the
+            # primary meanwhile
+            watcher, engine = self.replica_watcher, self.create_engine()
+            self._replica_task = asyncio.ensure_future(watcher.run(engine, self._replica_stop))
 
     @staticmethod
     def _describe(exc: BaseException) -> str:
         # class name only: driver messages can carry the user, host or SQL
-        return type(exc).__name__
+        return str(exc) if isinstance(exc, _StartupFailed) else type(exc).__name__
 
     def _on_shutdown_signal(self, signum: int) -> None:
         if self.phase in (Phase.STARTING, Phase.READY):
@@ -148,6 +145,9 @@ class DatabaseRuntime:
 
     async def start(self) -> None:
         """Warm up; on failure raise (``fail_fast``) or keep trying in the background."""
+        self.phase = Phase.STARTING  # (again, when an app is started a second time)
+        self._replica_task = None
+        self._replica_stop = asyncio.Event()
         self._watch_shutdown_signals()
         try:
             await self._warm_up()
@@ -164,6 +164,9 @@ class DatabaseRuntime:
             self._connect_task = asyncio.ensure_future(self._keep_connecting())
         else:
             self._mark_ready()
+        if self.config.freeze_gc:
+            gc.collect()
+            gc.freeze()  # start-up's objects leave the collector's view
 
     async def _keep_connecting(self) -> None:
         delay = 0.1
@@ -181,16 +184,8 @@ class DatabaseRuntime:
     # -- readiness ----------------------------------------------------------------
 
     async def _ping(self) -> Probe:
-        engine = self.create_engine()
         self.pings += 1
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.config.health.readiness_timeout):
-                await ping(engine)
-        except Exception as exc:  # a probe reports, it does not raise
-            return Probe(False, None, time.monotonic(), self._describe(exc))
-        latency = round((time.perf_counter() - started) * 1000, 2)
-        return Probe(True, latency, time.monotonic(), None)
+        return await probe(self.create_engine(), timeout=self.config.health.readiness_timeout)
 
     async def probe(self) -> Probe:
         """A recent ping result: cached for ``cache_ttl``, at most one ping in flight."""
@@ -209,15 +204,29 @@ class DatabaseRuntime:
         return self._probe
 
     def pool_figures(self) -> dict[str, Any]:
-        """The pool's figures (zeros before the engine exists)."""
+        """The pool's figures, with waiters, timeouts and wait times when measured."""
         if self.engine is None:
             return {}
-        return pool_status(self.engine.pool)
+        figures = pool_status(self.engine.pool)
+        metrics = REGISTRY.for_engine(self.engine)
+        if metrics is not None:
+            waits = metrics.wait_time
+            figures.update(
+                pool_waiting=pool_limits(self.engine.pool)["pending"],
+                pool_timeouts=metrics.timeouts,
+                pool_checkouts=waits.count,
+                pool_wait_ms_avg=round(waits.sum / waits.count * 1000, 3) if waits.count else None,
+            )
+        return figures
 
     # -- shutdown -----------------------------------------------------------------
 
     async def stop(self) -> DrainStats | None:
-        """Mark not ready, stop connecting, drain the pool (the engine is disposed after)."""
+        """Mark not ready, stop connecting, drain the pools (primary and replicas).
+
+        The primary's engine is disposed after this (by advanced-alchemy's lifespan); the
+        replicas' engines are disposed here.
+        """
         self.phase = Phase.DRAINING
         self._restore_signal_handlers()
         if self._connect_task is not None:
@@ -226,9 +235,23 @@ class DatabaseRuntime:
                 await self._connect_task
         if self._probe_task is not None and not self._probe_task.done():
             self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        if self._replica_task is not None:
+            self._replica_stop.set()
+            await self._replica_task
         if self.engine is not None:
-            self.drain_stats = await drain_connections(
-                self.engine, timeout=self.config.drain_timeout, mode=self.config.drain_mode
-            )
+            timeout, mode = self.config.drain_timeout, self.config.drain_mode
+            drains = [
+                drain_connections(engine, timeout=timeout, mode=mode)
+                for engine in [self.engine, *self._replica_engines()]
+            ]
+            self.drain_stats, *_ = await asyncio.gather(*drains)
+        if self.replicas is not None:
+            await self.replicas.dispose()
         self.phase = Phase.STOPPED
         return self.drain_stats
+
+    def _replica_engines(self) -> list[AsyncEngine]:
+        replicas = self.replicas.replicas if self.replicas is not None else ()
+        return [replica.engine for replica in replicas if replica.engine is not None]

@@ -11,7 +11,7 @@ disposed at shutdown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
@@ -24,13 +24,24 @@ from advanced_alchemy.extensions.litestar import (
 from litestar.datastructures import State
 from litestar.di import Dependency, Provide
 from litestar.plugins import CLIPlugin, InitPluginProtocol
+from litestar.types import Scope
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from litestar_bento_db.config import DatabaseConfig
-from litestar_bento_db.health import create_health_router
-from litestar_bento_db.options import PluginConfig
-from litestar_bento_db.runtime import DatabaseRuntime
-from litestar_bento_db.transaction import TransactionHandler
+from litestar_bento_db.litestar.cli import add_cli_commands
+from litestar_bento_db.litestar.config import PluginConfig
+from litestar_bento_db.litestar.errors import database_exception_handlers
+from litestar_bento_db.litestar.health import create_health_router
+from litestar_bento_db.litestar.metrics import add_metrics, name_requests
+from litestar_bento_db.litestar.runtime import DatabaseRuntime
+from litestar_bento_db.litestar.transaction import (
+    TransactionHandler,
+    refuse_after_response,
+    request_session,
+)
+from litestar_bento_db.replicas import primary_only, route_reads, stick_to_primary
+
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 if TYPE_CHECKING:
     from click import Group
@@ -66,6 +77,35 @@ class _AlchemyConfig(SQLAlchemyAsyncConfig):
             self.engine_instance = self.runtime.create_engine()
         return self.engine_instance
 
+    def provide_session(self, state: State, scope: Scope) -> AsyncSession:
+        """The request's session, created on first use and kept for the before-send hook.
+
+        With read replicas, a request that may write (any method but GET, HEAD and
+        OPTIONS) uses the primary throughout: its reads see its own writes and no
+        read-modify-write works from a lagging copy.
+        """
+        factory: async_sessionmaker[AsyncSession] = state[self.session_maker_app_state_key]
+        session = request_session(scope, self.session_scope_key, factory)
+        routed = self.runtime is not None and self.runtime.replicas is not None
+        if routed and scope.get("method") not in _READ_ONLY_METHODS:
+            stick_to_primary(session)
+        return session
+
+    def create_session_maker(self) -> Callable[[], AsyncSession]:
+        """advanced-alchemy's session maker, made for requests.
+
+        Its sessions refuse work after the response started and, with replicas, route
+        reads.
+        """
+        fresh = self.session_maker is None
+        maker = super().create_session_maker()
+        if fresh and isinstance(maker, async_sessionmaker):
+            replicas = self.runtime.replicas if self.runtime is not None else None
+            if replicas is not None:
+                route_reads(maker, replicas)
+            refuse_after_response(maker)
+        return maker
+
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncGenerator[None, None]:
         assert self.runtime is not None
@@ -95,6 +135,7 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         else:
             self.config = PluginConfig(database=config or DatabaseConfig(), **options)
         self.runtime = DatabaseRuntime(self.config)
+        self._primary_factory: tuple[Any, async_sessionmaker[AsyncSession]] | None = None
         self.alchemy_config = _AlchemyConfig(
             connection_string=self.config.database.url,
             session_config=AsyncSessionConfig(
@@ -102,7 +143,8 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
                 autoflush=True,
                 # advanced-alchemy's cache and file-object listeners look these up on
                 # every commit and flush, and without them build a new engine each time
-                # (Engine.execution_options()) to read its options; our engine sets none
+                # (Engine.execution_options()) to read its options; our engine sets none.
+                # tests/test_upstream_pins.py checks that these keys are still read.
                 info={"enable_cache_listener": True, "enable_file_object_listener": True},
             ),
             session_dependency_key=self.config.session_dependency_key,
@@ -120,8 +162,18 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Add advanced-alchemy's plugin (with our commit hook) and the health routes."""
         app_config.plugins.append(SQLAlchemyPlugin(config=self.alchemy_config))
+        # before advanced-alchemy's plugin adds its own repository-error handler
+        app_config.exception_handlers.update(
+            database_exception_handlers(
+                self.config.health.retry_after, app_config.exception_handlers
+            )
+        )
         if self.config.health.path is not None:
             app_config.route_handlers.append(create_health_router(self.runtime))
+        database = self.config.database
+        add_metrics(app_config, self.config.metrics_path, enabled=database.metrics)
+        if database.leak_detection_threshold > 0:
+            app_config.middleware.append(name_requests)
         app_config.dependencies[self.config.session_factory_dependency_key] = Provide(
             self._provide_session_factory, sync_to_thread=False
         )
@@ -135,14 +187,21 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         )
         return app_config
 
-    def _provide_session_factory(self, state: State) -> async_sessionmaker[AsyncSession]:
+    def _provide_session_factory(
+        self, state: State, scope: Scope
+    ) -> async_sessionmaker[AsyncSession]:
         factory: async_sessionmaker[AsyncSession] = state[
             self.alchemy_config.session_maker_app_state_key
         ]
-        return factory
+        if self.runtime.replicas is None or scope.get("method") in _READ_ONLY_METHODS:
+            return factory
+        # a request that may write: its units of work use the primary throughout too
+        source, primary = self._primary_factory or (None, None)
+        if source is not factory or primary is None:
+            primary = primary_only(factory)
+            self._primary_factory = (factory, primary)
+        return primary
 
     def on_cli_init(self, cli: Group) -> None:
         """Add the ``bento-db`` commands (``check``, ``info``)."""
-        from litestar_bento_db.cli import bento_db_group
-
-        cli.add_command(bento_db_group)
+        add_cli_commands(cli, self.runtime.settings)

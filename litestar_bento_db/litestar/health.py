@@ -14,7 +14,7 @@ from typing import Any
 from litestar import Response, Router, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from litestar_bento_db.runtime import DatabaseRuntime, Phase
+from litestar_bento_db.litestar.runtime import DatabaseRuntime, Phase
 
 __all__ = ["HEALTH_MEDIA_TYPE", "create_health_router"]
 
@@ -71,8 +71,14 @@ def create_health_router(runtime: DatabaseRuntime) -> Router:
         guards=list(health.guards),
     )
     async def overall() -> Response[dict[str, Any]]:
-        """Overall status; latency and pool figures when details are enabled."""
+        """Overall status; latency and pool figures when details are enabled.
+
+        ``warn`` (still 200) when a read replica is out of rotation.
+        """
         status, body = await _readiness(runtime)
+        replicas = runtime.replicas
+        if status == "pass" and replicas is not None and not replicas.healthy:
+            status = "warn"
         if health.details:
             probe = runtime.last_probe
             now = time.time()
@@ -89,6 +95,11 @@ def create_health_router(runtime: DatabaseRuntime) -> Router:
                     {"componentType": "datastore", "status": status, **runtime.pool_figures()}
                 ],
             }
+            if replicas is not None:
+                checks["database:replicas"] = [
+                    {"componentType": "datastore", "observedUnit": "s", **replica}
+                    for replica in replicas.status()
+                ]
             body = {**body, "phase": runtime.phase.value, "time": now, "checks": checks}
         return _response(status, body, retry_after)
 

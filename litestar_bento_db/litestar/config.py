@@ -1,0 +1,112 @@
+"""Options of the Litestar plugin: health routes, startup, shutdown, transactions.
+
+Validated at construction like :class:`~litestar_bento_db.DatabaseConfig`: a bad value
+raises :class:`~litestar_bento_db.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar.types import Guard
+from sqlalchemy import MetaData
+
+from litestar_bento_db._values import ConfigError, boolean, integer, name, number, option
+from litestar_bento_db._values import validate_fields as _validate
+from litestar_bento_db.config import DatabaseConfig
+from litestar_bento_db.draining import DrainingMode
+
+__all__ = ["HealthConfig", "PluginConfig"]
+
+
+def _path(value: Any, field_name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        expected = "expected a path starting with '/' (or None)"
+        raise ConfigError(f"{field_name}: {expected}, got {value!r}")
+    return value
+
+
+def _drain_mode(value: Any, field_name: str) -> DrainingMode:
+    try:
+        return DrainingMode(value)
+    except ValueError:
+        modes = ", ".join(mode.value for mode in DrainingMode)
+        raise ConfigError(f"{field_name}: expected one of {modes}, got {value!r}") from None
+
+
+def _any(value: Any, _field_name: str) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Health routes: ``{path}`` (overall), ``{path}/liveness``, ``{path}/readiness``."""
+
+    path: str | None = option("/health", _path)
+    """Base path of the health routes; ``None`` mounts none."""
+    readiness_timeout: float = option(2.0, number(0, inclusive=False))
+    """Seconds the readiness ping may take before the database counts as down."""
+    cache_ttl: float = option(1.0, number(0))
+    """Seconds a ping result answers further probes (one round trip per interval at most)."""
+    retry_after: int = option(5, integer(0))
+    """``Retry-After`` seconds sent with a 503 (health routes and database errors)."""
+    details: bool = option(False, boolean)
+    """Include latency and pool figures in the bare path's answer."""
+    guards: Sequence[Guard] = option((), _any)
+    """Guards for the bare path (the one that can show details); liveness and readiness
+    stay open for the orchestrator."""
+    include_in_schema: bool = option(False, boolean)
+    """List the health routes in the OpenAPI schema."""
+    exclude_from_auth: bool = option(True, boolean)
+    """Mark the routes ``exclude_from_auth`` so authentication middleware lets probes in."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Everything :class:`~litestar_bento_db.DatabasePlugin` needs.
+
+    The database settings come from ``database`` (by default ``DatabaseConfig()``, that
+    is the ``DB_*`` environment).
+    """
+
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    """Connection and pool settings."""
+    health: HealthConfig = field(default_factory=HealthConfig)
+    """Health routes."""
+    fail_fast: bool = option(False, boolean)
+    """Raise at startup when the database cannot be reached, instead of starting
+    unready and connecting in the background."""
+    startup_retry_max_delay: float = option(5.0, number(0, inclusive=False))
+    """Cap of the backoff between background connection attempts, in seconds."""
+    drain_mode: DrainingMode = option(DrainingMode.GRACEFUL, _drain_mode)
+    """How connections are drained at shutdown."""
+    drain_timeout: float = option(30.0, number(0))
+    """Seconds the shutdown drain may wait for connections to come back."""
+    commit_on_redirect: bool = option(False, boolean)
+    """Commit on 3xx responses too (2xx always commit; anything else rolls back)."""
+    metrics_path: str | None = option(None, _path)
+    """Serve the database metrics in Prometheus text format at this path (needs
+    ``prometheus-client``); None: no route of ours, though an app's own Litestar
+    ``PrometheusController`` serves them too."""
+    freeze_gc: bool = option(False, boolean)
+    """Call ``gc.freeze()`` once the app has started: what was allocated at import and
+    start-up leaves the garbage collector's view, so full collections scan far fewer
+    objects and pause requests less (p99). Process-wide, hence off unless asked for."""
+    metadata: MetaData | None = None
+    """Tables to create (missing ones only) once the database is reachable."""
+    session_dependency_key: str = option("db_session", name)
+    """Name under which handlers receive the ``AsyncSession``."""
+    engine_dependency_key: str = option("db_engine", name)
+    """Name under which handlers receive the ``AsyncEngine``."""
+    session_factory_dependency_key: str = option("db_session_factory", name)
+    """Name under which handlers receive the session factory (``async_sessionmaker``)."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
