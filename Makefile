@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test check services bench clean
+LOWEST ?= .venv-lowest
+
+.PHONY: install run test test-lowest check services bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,7 @@ run: install
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-prometheus.sh
 
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
 test: install services
@@ -27,14 +30,30 @@ test: install services
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
+# the same suite on the lowest versions pyproject.toml allows for every direct dependency
+test-lowest: install services
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
+	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python | grep -iE '^(litestar|advanced-alchemy|sqlalchemy|asyncpg|asyncmy|aiosqlite|msgspec|greenlet|pytest|pytest-asyncio)=='
+	@$(LOWEST)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test-lowest: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# on demand, not in CI: needs the local servers and installs wrk from Debian if missing
-bench: install services
-	$(BIN)/python -m benchmarks.run_all
+$(BIN)/.bench-installed: pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# on demand, not in CI: needs the local servers (the replica too) and installs wrk and
+# valgrind from Debian if missing; about 35 minutes. BENCH_ARGS="--only wrk" reruns one
+# section, BENCH_ARGS=--quick is a smoke test (output in benchmarks/results/quick/)
+bench: install services $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache

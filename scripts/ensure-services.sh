@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the local PostgreSQL and MariaDB servers if they are installed but stopped.
+# Start the local PostgreSQL and MariaDB servers if they are installed but stopped, and
+# the PostgreSQL hot standby on 127.0.0.1:5433 (scripts/ensure-replica.sh).
 # Servers that are not installed are left alone: the test suite then skips their
 # backends (or fails, when CI=true).
 set -u
@@ -21,6 +22,11 @@ if command -v pg_isready >/dev/null 2>&1; then
             pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
             wait_for PostgreSQL pg_isready -q -h 127.0.0.1 -p 5432
         fi
+    fi
+    # the hot-standby replica on 127.0.0.1:5433 for the read-replica tests
+    if pg_isready -q -h 127.0.0.1 -p 5432 && command -v pg_ctlcluster >/dev/null 2>&1; then
+        bash "$(dirname "$0")/ensure-replica.sh" ||
+            echo "ensure-services: the PostgreSQL replica is not available (see above)" >&2
     fi
 fi
 
