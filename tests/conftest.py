@@ -1,15 +1,15 @@
 """Shared fixtures: one suite over SQLite (file and memory), PostgreSQL and MariaDB.
 
-Server URLs come from ``TEST_POSTGRES_URL`` and ``TEST_MYSQL_URL`` (defaults: the
-local servers). An unreachable server skips its tests locally and fails them when
-``CI=true``.
+Server URLs come from ``TEST_POSTGRES_URL``, ``TEST_MYSQL_URL`` and ``TEST_REPLICA_URL``
+(the PostgreSQL hot standby; defaults: the local servers). An unreachable server skips
+its tests locally and fails them when ``CI=true``.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
+from tests.servers import Server
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
+#: the hot standby of the PostgreSQL server (scripts/ensure-replica.sh)
+REPLICA_URL = os.environ.get(
+    "TEST_REPLICA_URL", "postgresql+asyncpg://postgres@127.0.0.1:5433/test"
+)
 SERVER_URLS = {"postgresql": POSTGRES_URL, "mysql": MYSQL_URL}
 ALL_BACKENDS = ["sqlite_file", "sqlite_memory", "postgresql", "mysql"]
 SERVER_BACKENDS = ["postgresql", "mysql"]
@@ -52,6 +57,23 @@ def require_server(kind: str) -> str:
             pytest.fail(f"CI=true: {reason}")
         pytest.skip(reason)
     return url
+
+
+def require_replica() -> str:
+    """The PostgreSQL replica's URL; skip (locally) or fail (CI) when it is down."""
+    url = REPLICA_URL
+    if not _is_reachable(url):
+        parsed = make_url(url)
+        reason = f"PostgreSQL replica not reachable at {parsed.host}:{parsed.port}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true: {reason} (scripts/ensure-replica.sh)")
+        pytest.skip(reason)
+    return url
+
+
+def database_kind(backend: str) -> str:
+    """``"sqlite"``, ``"postgresql"`` or ``"mysql"`` for one of ``ALL_BACKENDS``."""
+    return "sqlite" if backend.startswith("sqlite") else backend
 
 
 def backend_url(backend: str, tmp_path: Path) -> str:
@@ -130,3 +152,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.startswith("DB_") or name == "DATABASE_URL":
             monkeypatch.delenv(name)
     return monkeypatch
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Test app processes started by a test; killed afterwards if still running."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(10)

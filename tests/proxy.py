@@ -1,4 +1,9 @@
-"""A TCP proxy the tests switch off and on, standing in for a database going away."""
+"""A TCP proxy the tests switch off and on, or stall, standing in for a database going away.
+
+``off()`` refuses connections and cuts the open ones (a server that is down);
+``stall()`` keeps every connection open but forwards nothing, so bytes vanish as on a
+broken network path (no FIN, no RST); ``on()`` forwards again.
+"""
 
 from __future__ import annotations
 
@@ -28,13 +33,29 @@ class TcpProxy:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.stalled = False
+        """While set, bytes are read and dropped in both directions."""
+        self.round_trips = 0
+        """Client-to-server bursts that follow a server reply (or open a connection): what
+        a client waits for, summed over all connections."""
 
     def _call(self, coro: object) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        last: list[str],
+        side: str,
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
+                if self.stalled:
+                    continue  # lost on the way: the peer never learns
+                if side == "client" and last[0] != "client":
+                    self.round_trips += 1
+                last[0] = side
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -46,7 +67,11 @@ class TcpProxy:
             client_w.close()
             return
         self._writers.update((client_w, server_w))
-        await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+        last = ["server"]  # who sent the previous burst on this connection
+        await asyncio.gather(
+            self._pipe(client_r, server_w, last, "client"),
+            self._pipe(server_r, client_w, last, "server"),
+        )
         self._writers.difference_update((client_w, server_w))
 
     async def _start(self) -> None:
@@ -62,7 +87,13 @@ class TcpProxy:
 
     def on(self) -> None:
         """Accept and forward connections."""
-        self._call(self._start())
+        self.stalled = False
+        if self._server is None:
+            self._call(self._start())
+
+    def stall(self) -> None:
+        """Keep connections open (and accept new ones) but forward nothing."""
+        self.stalled = True
 
     def off(self) -> None:
         """Refuse new connections and cut the open ones."""

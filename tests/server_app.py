@@ -37,12 +37,17 @@ async def create_order(
     finally:
         inflight -= 1
     # the phase at the end of the hold: "draining" once a SIGTERM arrived meanwhile
-    return {"id": order_id, "phase": plugin.runtime.phase.value}
+    return {"id": order_id, "phase": plugin.runtime.phase.value, "pid": os.getpid()}
 
 
 @get("/_test/state", sync_to_thread=False)
 def state() -> dict[str, object]:
-    return {"inflight": inflight, "pings": plugin.runtime.pings, "phase": plugin.runtime.phase}
+    return {
+        "inflight": inflight,
+        "pings": plugin.runtime.pings,
+        "phase": plugin.runtime.phase,
+        "pid": os.getpid(),
+    }
 
 
 app = Litestar(route_handlers=[create_order, state], plugins=[plugin])

@@ -340,7 +340,7 @@ def test_application_errors_are_not_retried() -> None:
     assert not is_database_error_retryable(KeyError("x"), idempotent=True)
 
 
-def test_the_tables_hold_what_the_seed_promises() -> None:
+def test_the_tables_hold_20_transient_and_10_permanent_codes_at_least() -> None:
     tables = [POSTGRES_SQLSTATES, MYSQL_ERRNOS, SQLITE_CODES]
     retryable = sum(
         category in (ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION)

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from litestar_bento_db import ConfigError, DatabaseConfig, get_database_config
+from litestar_bento_db import (
+    ConfigError,
+    DatabaseConfig,
+    DrainingMode,
+    HealthConfig,
+    PluginConfig,
+    get_database_config,
+)
 from tests.conftest import SECRET
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def test_defaults_match_the_seed() -> None:
+def test_defaults_match_the_usage_guide() -> None:
     config = DatabaseConfig()
     assert config.url == "sqlite+aiosqlite:///app.db"
     assert (config.pool_size, config.max_overflow) == (5, 10)
@@ -163,3 +172,42 @@ def test_config_is_immutable() -> None:
     config = DatabaseConfig()
     with pytest.raises(AttributeError):
         config.pool_size = 3  # type: ignore[misc]
+
+
+def test_repr_lists_every_field() -> None:
+    config = DatabaseConfig(url=f"postgresql://app:{SECRET}@db/orders")
+    text = repr(config)
+    for field in dataclasses.fields(config):
+        assert f"{field.name}=" in text
+
+
+BAD_PLUGIN_OPTIONS = [
+    (HealthConfig, {"path": "health"}, "path: expected a path starting with '/'"),
+    (HealthConfig, {"readiness_timeout": 0}, "readiness_timeout: expected a number > 0"),
+    (HealthConfig, {"cache_ttl": -1}, "cache_ttl: expected a number >= 0"),
+    (HealthConfig, {"retry_after": "soon"}, "retry_after: expected an integer >= 0"),
+    (PluginConfig, {"drain_timeout": -1}, "drain_timeout: expected a number >= 0"),
+    (
+        PluginConfig,
+        {"startup_retry_max_delay": 0},
+        "startup_retry_max_delay: expected a number > 0",
+    ),
+    (PluginConfig, {"drain_mode": "sideways"}, "drain_mode: expected one of graceful, immediate"),
+    (PluginConfig, {"session_dependency_key": ""}, "session_dependency_key: expected a printable"),
+    (PluginConfig, {"fail_fast": "perhaps"}, "fail_fast: expected true/false"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "expected"), BAD_PLUGIN_OPTIONS)
+def test_plugin_options_raise_config_error_naming_the_field(
+    cls: type, kwargs: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        cls(**kwargs)
+    assert str(caught.value).startswith(expected)
+
+
+def test_plugin_options_are_converted() -> None:
+    config = PluginConfig(drain_mode="force", fail_fast="yes")  # type: ignore[arg-type]
+    assert config.drain_mode is DrainingMode.FORCE
+    assert config.fail_fast is True

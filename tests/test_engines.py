@@ -51,7 +51,9 @@ def test_postgresql_settings() -> None:
     pool = dialect.get_pool_kwargs()
     assert pool["poolclass"] is LoopBoundPool
     assert pool["pool_use_lifo"] is True
-    assert (pool["pool_size"], pool["max_overflow"], pool["pool_pre_ping"]) == (20, 10, True)
+    # liveness checks replace SQLAlchemy's pre-ping (tests/test_liveness.py)
+    assert (pool["pool_size"], pool["max_overflow"], pool["pool_pre_ping"]) == (20, 10, False)
+    assert dialect.checks_liveness
     kwargs = dialect.get_engine_kwargs()
     assert kwargs["echo"] is False
     assert kwargs["connect_args"] == dialect.get_connect_args()

@@ -1,4 +1,4 @@
-"""Seed 001: one engine used from several event loops, pre-ping on, never fails."""
+"""One engine used from several event loops, pre-ping on, never fails."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
@@ -36,7 +37,7 @@ async def _server_connections(engine: AsyncEngine, application_name: str) -> int
 
 CONTROL = """
 import asyncio, sys
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 engine = create_async_engine(sys.argv[1], pool_pre_ping=True, pool_size=2)
 async def work():
@@ -51,7 +52,7 @@ except RuntimeError as exc:
 
 
 def test_plain_sqlalchemy_engine_fails_across_loops(server_url: str) -> None:
-    """The control: the seed-001 failure is real with a plain engine (own process)."""
+    """The control: a plain engine really fails from a second loop (own process)."""
     result = subprocess.run(
         [sys.executable, "-c", CONTROL, server_url], capture_output=True, text=True, timeout=60
     )
@@ -66,6 +67,33 @@ def test_engine_survives_asyncio_run_repeatedly(server_url: str) -> None:
     assert results == [[0, 1, 2, 3]] * 5
     asyncio.run(engine.dispose())
     gc.collect()
+
+
+def test_pool_events_stay_paired_across_loops(server_url: str) -> None:
+    """Each discarded other-loop connection fires invalidate and close: counts stay exact."""
+    config = DatabaseConfig(url=server_url, pool_size=2, max_overflow=2)
+    engine = create_async_engine_from_config(config)
+    seen: dict[str, int] = {"connect": 0, "close": 0, "invalidate": 0}
+    reasons: list[str] = []
+
+    def count(name: str) -> Any:
+        def listener(*args: Any) -> None:
+            seen[name] += 1
+            if name == "invalidate" and args[2] is not None:
+                reasons.append(type(args[2]).__name__)
+
+        return listener
+
+    for name in seen:
+        event.listen(engine.sync_engine.pool, name, count(name))
+    for _ in range(4):
+        asyncio.run(_work(engine, concurrency=2))
+    asyncio.run(engine.dispose())
+    gc.collect()
+    assert seen["connect"] == 8  # two per loop: the previous loop's are replaced
+    assert seen["close"] == seen["connect"]  # none vanished without its close event
+    assert seen["invalidate"] == 6
+    assert reasons == ["OtherLoopConnection"] * 6
 
 
 def test_foreign_connections_are_closed_on_the_server() -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
+from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.resilience import DatabaseErrorClassifier, ErrorCategory
 from tests.conftest import SECRET, create_password_user, require_server
 from tests.proxy import free_port
@@ -84,11 +85,18 @@ def _url(port: int, password: str = SECRET) -> str:
     return f"postgresql://{USER}:{password}@127.0.0.1:{port}/test"
 
 
-async def _workload(pgbouncer_mode: bool, port: int) -> list[BaseException]:
+async def _workload(
+    pgbouncer_mode: bool, port: int, pre_ping_idle: float = 1.0
+) -> list[BaseException]:
     """Many clients, prepared statements, transactions: 2 server connections shared."""
-    engine = create_async_engine_from_config(
-        DatabaseConfig(url=_url(port), pgbouncer=pgbouncer_mode, pool_size=8, max_overflow=0)
+    config = DatabaseConfig(
+        url=_url(port),
+        pgbouncer=pgbouncer_mode,
+        pool_size=8,
+        max_overflow=0,
+        pre_ping_idle=pre_ping_idle,
     )
+    engine = create_async_engine_from_config(config)
     errors: list[BaseException] = []
 
     async def client(worker: int) -> None:
@@ -112,6 +120,13 @@ async def _workload(pgbouncer_mode: bool, port: int) -> list[BaseException]:
 
 async def test_pgbouncer_mode_works_in_transaction_pooling(bouncer: int) -> None:
     assert await _workload(True, bouncer) == []
+
+
+async def test_liveness_pings_work_through_pgbouncer(bouncer: int) -> None:
+    """pre_ping_idle=0: every checkout pings (a simple-protocol SELECT 1) through it."""
+    failed = COUNTERS.discards.get("failed_ping", 0)
+    assert await _workload(True, bouncer, pre_ping_idle=0) == []
+    assert COUNTERS.discards.get("failed_ping", 0) == failed  # a failing ping would reconnect
 
 
 async def test_without_pgbouncer_mode_it_breaks(bouncer: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,21 +10,36 @@ from unittest import mock
 
 import pytest
 from litestar import Litestar, Response, get, post
+from litestar.exceptions import LitestarException
 from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.testing import TestClient
 from sqlalchemy import Engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from litestar_bento_db import (
     DatabaseConfig,
     DatabasePlugin,
     DbEngine,
     DbSession,
+    DbSessionFactory,
     HealthConfig,
     create_async_engine_from_config,
 )
-from tests.conftest import backend_url
+from litestar_bento_db.litestar.transaction import RequestSessionClosedError
+from tests.conftest import backend_url, database_kind
+
+
+class NoteBase(DeclarativeBase):
+    pass
+
+
+class Note(NoteBase):
+    __tablename__ = "bento_note"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(nullable=True)
+
 
 SCHEMA = {
     "postgresql": [
@@ -123,6 +137,45 @@ async def create_and_lose_connection(
     return {"id": note_id}
 
 
+@post("/notes/{note_id:int}/write-in-stream")
+async def write_in_stream(db_session: DbSession, note_id: FromPath[int]) -> Stream:
+    """Uses the request's session after the response started: refused."""
+
+    async def body() -> Any:
+        yield b"writing "
+        await db_session.execute(text("INSERT INTO bento_note (id) VALUES (:id)"), {"id": note_id})
+        yield b"done"
+
+    return Stream(body())
+
+
+@post("/notes/{note_id:int}/add-in-stream")
+async def add_in_stream(db_session: DbSession, note_id: FromPath[int]) -> Stream:
+    """Adds an object to the request's session after the response started: refused."""
+
+    async def body() -> Any:
+        yield b"adding "
+        db_session.add(Note(id=note_id))
+        yield b"done"
+
+    return Stream(body())
+
+
+@post("/notes/{note_id:int}/unit-of-work-in-stream")
+async def unit_of_work_in_stream(
+    db_session_factory: DbSessionFactory, note_id: FromPath[int]
+) -> Stream:
+    """The way to write from a streamed body: its own unit of work."""
+
+    async def body() -> Any:
+        yield b"writing "
+        async with db_session_factory() as session, session.begin():
+            await session.execute(text("INSERT INTO bento_note (id) VALUES (:id)"), {"id": note_id})
+        yield b"done"
+
+    return Stream(body())
+
+
 @get("/no-session", sync_to_thread=False)
 def no_session() -> dict[str, str]:
     return {"db": "untouched"}
@@ -136,12 +189,11 @@ HANDLERS = [
     create_orphan_streamed,
     checked_out_while_answering,
     create_and_lose_connection,
+    write_in_stream,
+    add_in_stream,
+    unit_of_work_in_stream,
     no_session,
 ]
-
-
-def _kind(backend: str) -> str:
-    return "sqlite" if backend.startswith("sqlite") else backend
 
 
 async def _setup(url: str, kind: str) -> None:
@@ -158,7 +210,7 @@ def app_url(backend: str, tmp_path: Path) -> str:
     if backend == "sqlite_memory":
         # one engine per app: the test reads through the app's own engine below
         return url
-    asyncio.run(_setup(url, _kind(backend)))
+    asyncio.run(_setup(url, database_kind(backend)))
     return url
 
 
@@ -243,26 +295,51 @@ def test_commit_time_failure_is_an_error_status(
         assert response.headers["retry-after"] == "5"
         assert "outcome is unknown" in response.json()["detail"]
     else:
+        # a foreign key the client's input violated: 409 naming it, never the values
         response = client.post("/notes/5/orphan")
-        assert response.status_code == 500
+        assert response.status_code == 409
         assert "retry-after" not in response.headers
-        assert response.json()["detail"].startswith("The database could not confirm")
+        body = response.json()
+        assert body["extra"]["constraint_kind"] == "foreign_key"
+        assert "foreign key constraint" in body["detail"]
+        assert "999" not in response.text
+        if backend == "postgresql":
+            assert body["extra"]["constraint"] == "bento_note_parent_id_fkey"
     assert ids(client) == []
-    failures = [
-        r for r in caplog.records if r.levelno == logging.ERROR and "commit failed" in r.message
-    ]
+    failures = [r for r in caplog.records if "at COMMIT" in r.message]
     assert len(failures) == 1
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite_file"])
 def test_failed_commit_replaces_a_streamed_body(client: TestClient[Litestar]) -> None:
     response = client.post("/notes/8/orphan-stream")
-    assert response.status_code == 500
+    assert response.status_code == 409
     assert response.headers["content-type"] == "application/json"
     assert int(response.headers["content-length"]) == len(response.content)
     assert b"handler" not in response.content
-    assert response.json()["status_code"] == 500
+    assert response.json()["status_code"] == 409
     assert ids(client) == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite_file"])
+def test_the_request_session_refuses_work_after_the_response_started(
+    client: TestClient[Litestar],
+) -> None:
+    for path in ("/notes/9/write-in-stream", "/notes/9/add-in-stream"):
+        with pytest.raises(LitestarException, match="after response started") as caught:
+            client.post(path)  # the response is cut short: no silent 200
+        cause = caught.value.__cause__ or caught.value.__context__
+        assert isinstance(cause, BaseExceptionGroup)  # Litestar streams from a task group
+        (error,) = cause.exceptions
+        assert isinstance(error, RequestSessionClosedError)
+        assert "db_session_factory" in str(error)
+    assert ids(client) == []  # nothing half-written, nothing left uncommitted
+    plugin = client.app.plugins.get(DatabasePlugin)
+    assert plugin.runtime.engine is not None
+    assert plugin.runtime.pool_figures()["pool_checked_out"] == 0  # no connection leaked
+    response = client.post("/notes/10/unit-of-work-in-stream")
+    assert (response.status_code, response.text) == (201, "writing done")
+    assert ids(client) == [10]
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
@@ -388,3 +465,33 @@ def test_health_routes_pass_authentication_middleware(app_url: str) -> None:
         assert client.get("/no-session").status_code == 401
         for path in ("/health", "/health/liveness", "/health/readiness"):
             assert client.get(path).status_code == 200
+
+
+def test_freeze_gc_is_opt_in(tmp_path: Path) -> None:
+    import gc
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gc.db'}"
+    gc.unfreeze()
+    with TestClient(Litestar([no_session], plugins=[DatabasePlugin(DatabaseConfig(url=url))])):
+        assert gc.get_freeze_count() == 0
+    plugin = DatabasePlugin(DatabaseConfig(url=url), freeze_gc=True)
+    try:
+        with TestClient(Litestar([no_session], plugins=[plugin])):
+            assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_file"])
+def test_an_answer_replaced_at_commit_keeps_the_apps_headers(app_url: str) -> None:
+    from litestar.config.cors import CORSConfig
+
+    cors = CORSConfig(allow_origins=["https://shop.example"])
+    plugin = DatabasePlugin(DatabaseConfig(url=app_url))
+    app = Litestar(route_handlers=HANDLERS, plugins=[plugin], cors_config=cors)
+    with TestClient(app) as client:
+        response = client.post("/notes/5/orphan", headers={"origin": "https://shop.example"})
+    assert response.status_code == 409  # the deferred foreign key failed at COMMIT
+    assert response.headers["access-control-allow-origin"] == "https://shop.example"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.headers["content-type"] == "application/json"

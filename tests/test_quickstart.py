@@ -1,4 +1,4 @@
-"""The seed's "5-minute example", on every backend."""
+"""The usage guide's "5-minute example", on every backend."""
 
 from __future__ import annotations
 

@@ -10,8 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,74 +20,7 @@ from sqlalchemy.engine import make_url
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
 from tests.conftest import SECRET, create_password_user, require_server
 from tests.proxy import TcpProxy, free_port
-
-ROOT = Path(__file__).parent.parent
-READY = "/api/v1/common/health/readiness"
-LIVE = "/api/v1/common/health/liveness"
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    started: float
-    log: Path
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def _poll(self, path: str, done: Callable[[httpx.Response], bool], timeout: float) -> float:
-        """Seconds from process start until ``done(response)`` holds for ``path``."""
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, self.output()
-                try:
-                    if done(client.get(self.url(path))):
-                        return time.monotonic() - self.started
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.005)
-        raise AssertionError(f"{path}: no answer within {timeout} s:\n{self.output()}")
-
-    def wait_ready(self, timeout: float = 20.0) -> float:
-        """Seconds from process start to the first readiness 200."""
-        return self._poll(READY, lambda r: r.status_code == 200, timeout)
-
-    def wait_listening(self, timeout: float = 20.0) -> None:
-        """Until the server answers at all (liveness)."""
-        self._poll(LIVE, lambda r: True, timeout)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-
-def start_server(tmp_path: Path, **env: str) -> Server:
-    port = free_port()
-    log = tmp_path / f"server-{port}.log"
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    started = time.monotonic()
-    with log.open("wb") as sink:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.serve", str(port)],
-            stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=ROOT,
-        )  # fmt: skip
-    return Server(process, port, started, log)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(10)
+from tests.servers import LIVE, READY, ROOT, Server, start_server
 
 
 async def _reset_orders(url: str) -> None:
@@ -277,11 +208,15 @@ def test_cli_check_and_info(orders_url: str) -> None:
     ok = _cli("check", DB_URL=orders_url)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("ok: ")
-    info = _cli("info", DB_URL=orders_url)
+    postgres = orders_url.startswith("postgresql")
+    replica = f"postgresql+asyncpg://app:{SECRET}@127.0.0.1:5433/test"  # (PostgreSQL only)
+    info = _cli("info", DB_URL=orders_url, DB_READ_REPLICA_URLS=replica if postgres else "")
     assert info.returncode == 0, info.stderr
     details = json.loads(info.stdout)
     assert details["reachable"] is True
     assert ":***@" in details["url"]
+    if postgres:
+        assert details["config"]["read_replica_urls"] == [replica.replace(SECRET, "***")]
     down = _cli("check", "--timeout", "2", DB_URL=f"postgresql://app:{SECRET}@127.0.0.1:1/x")
     assert down.returncode == 1
     assert "error: database not reachable within 2 s" in down.stderr
