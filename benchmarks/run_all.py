@@ -1,283 +1,491 @@
-"""Run the benchmarks and write ``benchmarks/RESULTS.md`` (on demand, not in CI).
+"""Run the benchmarks and write ``benchmarks/RESULTS.md`` and its chart (on demand, not in CI).
 
-1. Plugin overhead: the same handler (one row by primary key through an injected
-   session) in three apps served by uvicorn, one worker each, against the local
-   PostgreSQL: a hand-written Litestar + SQLAlchemy app (baseline), advanced-alchemy's
-   SQLAlchemyPlugin, and ours. wrk drives them in alternating rounds within one run;
-   requests/s and p99 latency are reported as ratios to the baseline.
-   The same apps are then run under callgrind: instructions per request, a count that
-   does not vary with the machine's load.
-2. Time to ready: process start to the first readiness 200, PostgreSQL and MariaDB,
-   median of several runs, next to the bare import time of the app.
-3. Drain: SIGTERM with N requests inside their transactions: time to exit against the
-   longest remaining transaction.
+Sections (``--only SECTION`` runs one, keeping the other sections' stored figures):
 
-    make bench      # or: .venv/bin/python -m benchmarks.run_all [--quick]
+- ``wrk``: requests/s, p50 and p99 of each app and workload under wrk, server pinned to
+  one CPU and wrk to the other, apps in alternating rounds; ratios to the hand-written
+  app of the same round.
+- ``instructions``: the server's instructions per request under callgrind.
+- ``round-trips``: database round trips per request, counted by a TCP proxy between app
+  and server (sequential requests, steady state).
+- ``ready``: process start to the first readiness 200, PostgreSQL and MariaDB.
+- ``drain``: SIGTERM with requests inside their transactions: time to exit.
+
+Apps: ``benchmarks/apps`` (see ``harness.APPS``); workloads: GET one row by primary key,
+GET a list of 20 ORM rows, an ORM insert (``harness.WORKLOADS``).
+
+    make bench                                   # all sections, about 35 minutes
+    .venv/bin/python -m benchmarks.run_all --only round-trips
+    .venv/bin/python -m benchmarks.run_all --quick   # smoke test: tiny rounds, ~8 minutes
+
+Figures are stored in ``benchmarks/results/results.json``; ``RESULTS.md`` and
+``benchmarks/results/overhead.png`` are drawn from them. ``--quick`` writes to
+``benchmarks/results/quick/`` instead (not committed), never over the real results.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
+import json
 import os
 import platform
-import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import make_url
 
-from benchmarks.apps.common import COMMAND_TIMEOUT, create_table
-from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
-
-ROOT = Path(__file__).resolve().parent.parent
-POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-MYSQL = os.environ.get("BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
-BASELINE = "hand-written Litestar + SQLAlchemy (baseline)"
-#: name -> (app, extra environment); the first is the baseline of the ratios
-APPS: dict[str, tuple[str, dict[str, str]]] = {
-    BASELINE: ("benchmarks.apps.baseline:app", {}),
-    "advanced-alchemy SQLAlchemyPlugin": ("benchmarks.apps.aa:app", {}),
-    "litestar-bento-db DatabasePlugin": ("benchmarks.apps.ours:app", {}),
-    "for scale: the baseline without asyncpg's command_timeout": (
-        "benchmarks.apps.baseline:app",
-        {"BENCH_COMMAND_TIMEOUT": "0"},
-    ),
-}
-#: with two CPUs or more, the server runs on one and wrk on another, so that the
-#: server's own CPU is what limits it (PostgreSQL is left to the scheduler)
-PIN = (os.cpu_count() or 1) >= 2
-SERVER_CPU, WRK_CPU = 1, 0
-READY = "/health/readiness"
-WRK_SCRIPT = (
-    'request = function() return wrk.format("GET", "/items/" .. math.random(1, 1000)) end\n'
+from benchmarks.harness import (
+    APP_KEYS,
+    APPS,
+    BASELINE,
+    INSTRUCTIONS,
+    MYSQL,
+    PIN,
+    POSTGRES,
+    READY,
+    REPLICA,
+    ROOT,
+    ROUND_TRIPS,
+    ROUTING_INACTIVE,
+    SERVER_CPU,
+    WORKLOADS,
+    WRK,
+    WRK_CPU,
+    App,
+    ensure_tools,
+    free_port,
+    pinned,
+    prepare_tables,
+    reads_reach_replica,
+    replica_problem,
+    send,
+    send_sequentially,
+    serving,
+    start,
+    stop,
+    wait_for,
+    wrk,
 )
+from benchmarks.report import draw_chart, render
+from tests.proxy import TcpProxy
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(cpu: int) -> list[str]:
-    """A command prefix that runs the command on one CPU, when pinning is on."""
-    return ["taskset", "-c", str(cpu)] if PIN else []
-
-
-def server_env(url: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_URL": url, "LOG_LEVEL": "warning"}
-    return {**env, **(extra_env or {})}
-
-
-def start_command(app: str, port: int) -> list[str]:
-    code = f"from example_app.__main__ import serve; serve({app!r}, '127.0.0.1', {port})"
-    return [sys.executable, "-c", code]
-
-
-def start(
-    app: str, port: int, url: str, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*pinned(SERVER_CPU), *start_command(app, port)], env=server_env(url, extra_env),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def wait_for(port: int, path: str, timeout: float = 30) -> float:
-    started = time.monotonic()
-    with httpx.Client(timeout=2) as client:
-        while time.monotonic() - started < timeout:
-            try:
-                if client.get(f"http://127.0.0.1:{port}{path}").status_code == 200:
-                    return time.monotonic() - started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.002)
-    raise RuntimeError(f"port {port} did not answer {path} within {timeout} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def wrk(port: int, seconds: int, connections: int, script: Path) -> tuple[float, float]:
-    """Requests/s and p99 latency (ms) of one wrk run."""
-    result = subprocess.run(
-        [*pinned(WRK_CPU), "wrk", f"-t{1 if PIN else 2}", f"-c{connections}", f"-d{seconds}s",
-         "--latency", "-s", str(script), f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", result.stdout).groups()  # type: ignore[union-attr]
-    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
-    if errors:
-        raise RuntimeError(f"wrk saw {errors.group(1)} error responses on port {port}")
-    return rps, p99
-
-
-async def _prepare(url: str) -> None:
-    engine = create_async_engine_from_config(DatabaseConfig(url=url))
-    await create_table(engine)
-    await engine.dispose()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+READY_SECTION, DRAIN = "ready", "drain"
+SECTIONS = (WRK, INSTRUCTIONS, ROUND_TRIPS, READY_SECTION, DRAIN)
+WORKLOAD = {w.key: w for w in WORKLOADS}
+Section = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Run:
-    """One wrk run against one app."""
+class Settings:
+    """How long each section runs."""
 
-    rps: float
-    p99_ms: float
-    cpu_us_per_request: float
+    quick: bool
+    rounds: int = 8  # wrk: alternating rounds
+    seconds: int = 5  # wrk: measured seconds per app, workload and round
+    warmup_seconds: int = 1  # wrk: per app, workload and round, after each start
+    connections: int = 32  # wrk and callgrind: concurrent requests
+    cg_requests: int = 600  # callgrind: measured requests per app and workload
+    cg_warmup: int = 300
+    cg_idle: float = 2.0  # callgrind: seconds of idle server, for its background work
+    rt_requests: int = 300  # round trips: sequential requests per app and workload
+    rt_warmup: int = 100
+    rt_idle: int = 3  # round trips: requests on idle connections (GET by key)
+    rt_idle_gap: float = 1.3  # seconds between those (ours' pre_ping_idle is 1 s)
+    rt_quiet: float = 2.0  # seconds of idle app to measure background traffic
+    ready_runs: int = 5
+    drain_runs: int = 2
 
 
-def plugin_overhead(rounds: int, seconds: int, connections: int) -> str:
-    asyncio.run(_prepare(POSTGRES))
-    script = Path(tempfile.mkdtemp()) / "items.lua"
-    script.write_text(WRK_SCRIPT)
-    ports = {name: free_port() for name in APPS}
-    processes = {name: start(app, ports[name], POSTGRES, env) for name, (app, env) in APPS.items()}
+QUICK = Settings(
+    quick=True, rounds=1, seconds=2, cg_requests=60, cg_warmup=60, cg_idle=1.0, rt_requests=40,
+    rt_warmup=20, rt_idle=1, rt_quiet=1.0, ready_runs=2, drain_runs=2,
+)  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def masked(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def usable_apps(apps: Sequence[App], section: str, notes: list[str]) -> list[App]:
+    """The apps of a section; the replica variant only with a ready replica (tables set up)."""
+    chosen = [app for app in apps if section in app.sections]
+    if any(app.replica == REPLICA for app in chosen):
+        problem = replica_problem()
+        if problem is not None:
+            notes.append(
+                f"ours, one read replica: skipped, the replica at {masked(REPLICA)} is {problem}"
+            )
+            log(notes[-1])
+            chosen = [app for app in chosen if app.replica != REPLICA]
+    return chosen
+
+
+def check_routing(app: App, notes: list[str]) -> None:
+    if app.replica == REPLICA and not reads_reach_replica() and ROUTING_INACTIVE not in notes:
+        notes.append(ROUTING_INACTIVE)
+        log(ROUTING_INACTIVE)
+
+
+def _today() -> str:
+    return dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+# -- wrk -------------------------------------------------------------------------------
+
+
+def _wrk_rounds(
+    chosen: Sequence[App], settings: Settings, scripts: dict[str, Path], notes: list[str]
+) -> dict[str, dict[str, list[list[float]]]]:
+    runs: dict[str, dict[str, list[list[float]]]] = {w.key: {} for w in WORKLOADS}
+    routing_checked = False
+    for round_ in range(settings.rounds):
+        shift = round_ % len(chosen)
+        for app in [*chosen[shift:], *chosen[:shift]]:
+            with serving(app, prefix=pinned(SERVER_CPU)) as server:
+                for key in app.workloads:
+                    wrk(server, settings.warmup_seconds, settings.connections, scripts[key])
+                    if app.replica == REPLICA and not routing_checked:
+                        check_routing(app, notes)
+                        routing_checked = True
+                    run = wrk(server, settings.seconds, settings.connections, scripts[key])
+                    runs[key].setdefault(app.key, []).append(list(dataclasses.astuple(run)))
+                    if run.socket_errors:
+                        notes.append(
+                            f"round {round_ + 1}, {app.key}, {key}: wrk counted "
+                            f"{run.socket_errors} socket errors or timeouts (> 2 s)"
+                        )
+                        log(notes[-1])
+        log(f"wrk: round {round_ + 1}/{settings.rounds} done")
+    return runs
+
+
+def wrk_section(apps: Sequence[App], settings: Settings) -> Section:
+    asyncio.run(prepare_tables())
+    notes: list[str] = []
+    chosen = usable_apps(apps, WRK, notes)
+    folder = Path(tempfile.mkdtemp(prefix="bench-wrk-"))
+    scripts = {}
+    for workload in WORKLOADS:
+        scripts[workload.key] = folder / f"{workload.key}.lua"
+        scripts[workload.key].write_text(workload.lua)
     try:
-        for name in APPS:
-            wait_for(ports[name], "/items/1")
-            wrk(ports[name], 2, connections, script)  # warm up
-        runs: dict[str, list[Run]] = {name: [] for name in APPS}
-        for _ in range(rounds):
-            for name in APPS:
-                pid = processes[name].pid
-                used = cpu_seconds(pid)
-                rps, p99 = wrk(ports[name], seconds, connections, script)
-                cpu_us = (cpu_seconds(pid) - used) / (rps * seconds) * 1e6
-                runs[name].append(Run(rps, p99, cpu_us))
+        runs = _wrk_rounds(chosen, settings, scripts, notes)
     finally:
-        for process in processes.values():
-            stop(process)
-    base = runs[BASELINE]
+        shutil.rmtree(folder, ignore_errors=True)
     pinning = (
         f"server pinned to CPU {SERVER_CPU} and wrk to CPU {WRK_CPU}"
         if PIN
         else "no CPU pinning (one CPU)"
     )
-    lines = [
-        f"wrk, {connections} connections, {seconds} s per run, {rounds} alternating rounds; "
-        "`GET /items/{id}` (one row by primary key), PostgreSQL; identical engine settings "
-        f"in all apps: pool 10 + 10 overflow, pre-ping on, asyncpg `command_timeout` "
-        f"{COMMAND_TIMEOUT:g} s, jit off; {pinning}. Ratios are the median of the "
-        "per-round ratios to the baseline run of the same round (range in brackets); "
-        "server CPU is the server process's own CPU time per request.",
-        "",
-        "| app | requests/s | ratio | p99 latency (ms) | ratio | server CPU (us/request) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, samples in runs.items():
-        ratios = [run.rps / b.rps for run, b in zip(samples, base, strict=True)]
-        p99_ratios = [run.p99_ms / b.p99_ms for run, b in zip(samples, base, strict=True)]
-        lines.append(
-            f"| {name} | {statistics.median(r.rps for r in samples):.0f} "
-            f"| {statistics.median(ratios):.3f} [{min(ratios):.2f}-{max(ratios):.2f}] "
-            f"| {statistics.median(r.p99_ms for r in samples):.2f} "
-            f"| {statistics.median(p99_ratios):.3f} "
-            f"| {statistics.median(r.cpu_us_per_request for r in samples):.0f} |"
-        )
-    return "\n".join(lines)
+    return {
+        "rounds": settings.rounds,
+        "seconds": settings.seconds,
+        "warmup": settings.warmup_seconds,
+        "connections": settings.connections,
+        "pinning": pinning,
+        "runs": runs,
+        "notes": notes,
+    }
 
 
-async def _get_items(port: int, requests: int, connections: int) -> None:
-    """``requests`` GETs of random items, ``connections`` at a time; all must be 200."""
-    limit = asyncio.Semaphore(connections)
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
-
-        async def get_one() -> None:
-            async with limit:
-                response = await client.get(
-                    f"http://127.0.0.1:{port}/items/{random.randint(1, 1000)}"
-                )
-                response.raise_for_status()
-
-        await asyncio.gather(*(get_one() for _ in range(requests)))
+# -- instructions ----------------------------------------------------------------------
 
 
 def _callgrind_total(path: Path) -> int:
+    """Instructions executed since the counters were zeroed: the dump's ``summary:``.
+
+    Not its ``totals:`` (the sum of the cost lines written, which the earlier version of
+    this benchmark read): that also carries costs of calls begun before the zeroing, some
+    M to tens of M instructions that vary from dump to dump (an idle second after a
+    zeroing showed 0.6 M in ``summary:`` and 23 M in ``totals:``).
+    """
     for line in path.read_text().splitlines():
-        if line.startswith("totals:"):
+        if line.startswith("summary:"):
             return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
+    raise RuntimeError(f"no summary in {path}")
 
 
-def instructions_per_request(requests: int, warmup: int, connections: int) -> str:
-    """Server instructions per request under callgrind: the same count run after run."""
-    asyncio.run(_prepare(POSTGRES))
-    folder = Path(tempfile.mkdtemp())
-    counts: dict[str, float] = {}
-    for name, (app, env) in APPS.items():
-        port = free_port()
-        out = folder / f"{len(counts)}.callgrind"
-        server = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             *start_command(app, port)],
-            env=server_env(POSTGRES, env), cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_for(port, "/items/1", timeout=300)
-            asyncio.run(_get_items(port, warmup, connections))
-            subprocess.run(
-                ["callgrind_control", "-z", str(server.pid)], check=True, capture_output=True
+#: the collector's entry point in CPython (Modules/gcmodule.c): its inclusive cost is
+#: what garbage collection took, finalizers run by it included
+GC_FUNCTION = re.compile(r"^\s*([\d,]+) .*gcmodule\.c:gc_collect_main \[")
+
+
+def _gc_instructions(path: Path) -> int:
+    """Instructions spent in garbage collection in a dump (0 when none ran)."""
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for line in annotated.splitlines():
+        match = GC_FUNCTION.match(line)
+        if match:
+            return int(match.group(1).replace(",", ""))
+    return 0
+
+
+@dataclass(frozen=True)
+class Counted:
+    """What callgrind counted over one stretch of work."""
+
+    instructions: int
+    gc: int
+    """Of which in garbage collection."""
+    seconds: float
+
+
+@dataclass
+class _Callgrind:
+    """A server running under callgrind."""
+
+    pid: int
+    out: Path
+    dumps: int = 0
+
+    def control(self, command: str) -> None:
+        subprocess.run(["callgrind_control", command, str(self.pid)], check=True,
+                       capture_output=True)  # fmt: skip
+
+    def counted(self, work: Callable[[], object]) -> Counted:
+        """Instructions the server ran while ``work`` ran, and how long it ran."""
+        self.control("-z")
+        started = time.monotonic()
+        work()
+        elapsed = time.monotonic() - started
+        self.control("-d")
+        self.dumps += 1
+        dump = Path(f"{self.out}.{self.dumps}")
+        return Counted(_callgrind_total(dump), _gc_instructions(dump), elapsed)
+
+
+def instructions_section(apps: Sequence[App], settings: Settings) -> Section:
+    """Server instructions per request under callgrind: the same count run after run.
+
+    Garbage collection is counted apart as well: a full (generation 2) collection costs
+    tens of millions of instructions and falls inside a measurement or not, which moves
+    a figure by a few per cent; without it, the figures are those of the request path.
+    The apps reach their databases through counting proxies (the proxies cost the
+    server nothing countable): round trips per request during the measurement show
+    that every app did the work expected of it (a replica variant: its reads on the
+    replica) while the server ran this slowly.
+    """
+    asyncio.run(prepare_tables())
+    notes: list[str] = []
+    chosen = usable_apps(apps, INSTRUCTIONS, notes)
+    section: Section = {
+        "requests": settings.cg_requests,
+        "warmup": settings.cg_warmup,
+        "connections": settings.connections,
+        "counts": {w.key: {} for w in WORKLOADS},
+        "gc": {w.key: {} for w in WORKLOADS},
+        "seconds": {w.key: {} for w in WORKLOADS},
+        "background": {},
+        "round_trips": {w.key: {} for w in WORKLOADS},
+        "notes": notes,
+    }
+    primary, primary_url = _proxy_for(POSTGRES)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
+            for app in chosen:
+                started = time.monotonic()
+                _app_instructions(app, Path(folder), primary, primary_url, settings, section)
+                log(f"instructions: {app.key} done in {time.monotonic() - started:.0f} s")
+    finally:
+        primary.close()
+    for key, figures in section["round_trips"].items():
+        share = figures.get("ours-replica", {}).get("replica")
+        if share is not None and share < 0.95:
+            notes.append(
+                f"under callgrind, the replica variant made {share:.2f} round trips per "
+                f"request to the replica in the {key} workload (1 when every read goes "
+                "there): its instruction count is not (only) that of reads on the replica"
             )
-            asyncio.run(_get_items(port, requests, connections))
-            subprocess.run(
-                ["callgrind_control", "-d", str(server.pid)], check=True, capture_output=True
-            )
-        finally:
-            stop(server)
-        counts[name] = _callgrind_total(Path(f"{out}.1")) / requests
-    base = counts[BASELINE]
-    lines = [
-        f"The same apps under valgrind's callgrind: {requests} requests ({connections} at a "
-        f"time, after {warmup} to warm up) and the instructions the server process executed "
-        "for them, counters zeroed before and dumped after. Instruction counts do not "
-        "depend on what else the machine is doing, so these ratios repeat within about "
-        "1 % where the requests/s above vary by 10 % or more between rounds. The ratio is "
-        "baseline instructions / app instructions (above 1: cheaper than the baseline).",
-        "",
-        "| app | instructions per request | ratio |",
-        "|---|---|---|",
-    ]
-    for name, count in counts.items():
-        lines.append(f"| {name} | {count / 1e6:.3f} M | {base / count:.3f} |")
-    return "\n".join(lines)
+            log(notes[-1])
+    return section
 
+
+def _app_instructions(
+    app: App,
+    folder: Path,
+    primary: TcpProxy,
+    primary_url: str,
+    settings: Settings,
+    section: Section,
+) -> None:
+    out = folder / f"{app.key}.callgrind"
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    proxies = {"primary": primary}
+    replica_url = None
+    if app.replica:
+        proxies["replica"], replica_url = _proxy_for(app.replica)
+    try:
+        with serving(app, primary_url, prefix=valgrind, replica=replica_url, timeout=300) as server:
+            callgrind = _Callgrind(server.pid, out)
+            for index, key in enumerate(app.workloads):
+                workload = WORKLOAD[key]
+                asyncio.run(send(server.port, workload, settings.cg_warmup, settings.connections))
+                if index == 0:  # warm: what the server runs while idle, per second
+                    time.sleep(1.0)  # the warm-up's closing connections done with
+                    idle = callgrind.counted(partial(time.sleep, settings.cg_idle))
+                    section["background"][app.key] = idle.instructions / idle.seconds
+                for proxy in proxies.values():
+                    proxy.round_trips = 0
+                requests = settings.cg_requests
+                measured = send(server.port, workload, requests, settings.connections)
+                counted = callgrind.counted(partial(asyncio.run, measured))
+                section["counts"][key][app.key] = counted.instructions / requests
+                section["gc"][key][app.key] = counted.gc / requests
+                section["seconds"][key][app.key] = counted.seconds
+                section["round_trips"][key][app.key] = {
+                    name: proxy.round_trips / requests for name, proxy in proxies.items()
+                }
+    finally:
+        if "replica" in proxies:
+            proxies["replica"].close()
+
+
+# -- round trips -----------------------------------------------------------------------
+
+
+def _proxy_for(url: str) -> tuple[TcpProxy, str]:
+    """A counting proxy in front of ``url``'s server, and the URL through it."""
+    target = make_url(url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    proxy.on()
+    return proxy, target.set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False
+    )
+
+
+def _counted(
+    proxies: dict[str, TcpProxy], work: Callable[[], None]
+) -> tuple[dict[str, int], float]:
+    """Round trips through each proxy while ``work`` runs, and how long it ran."""
+    for proxy in proxies.values():
+        proxy.round_trips = 0
+    started = time.monotonic()
+    work()
+    elapsed = time.monotonic() - started
+    time.sleep(0.05)  # the proxy thread forwards the last reply
+    return {name: proxy.round_trips for name, proxy in proxies.items()}, elapsed
+
+
+@dataclass
+class _Counter:
+    """Round trips per request through an app's proxies, net of background traffic."""
+
+    proxies: dict[str, TcpProxy]
+    rates: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def measure_background(self, seconds: float) -> dict[str, float]:
+        counts, elapsed = _counted(self.proxies, partial(time.sleep, seconds))
+        self.rates = {name: count / elapsed for name, count in counts.items()}
+        return self.rates
+
+    def per_request(self, work: Callable[[], None], requests: int) -> dict[str, float]:
+        counts, elapsed = _counted(self.proxies, work)
+        return {
+            name: max(0.0, count - self.rates.get(name, 0.0) * elapsed) / requests
+            for name, count in counts.items()
+        }
+
+
+def _app_round_trips(
+    app: App, primary: TcpProxy, primary_url: str, settings: Settings, section: Section
+) -> None:
+    proxies = {"primary": primary}
+    replica_url = None
+    if app.replica:
+        proxies["replica"], replica_url = _proxy_for(app.replica)
+    counter = _Counter(proxies)
+    try:
+        with (
+            serving(app, primary_url, replica=replica_url) as server,
+            httpx.Client(base_url=server.base, timeout=30) as client,
+        ):
+            for key in app.workloads:  # connections opened, statements prepared
+                send_sequentially(client, WORKLOAD[key], settings.rt_warmup)
+            section["background"][app.key] = counter.measure_background(settings.rt_quiet)
+            for key in app.workloads:
+                workload = WORKLOAD[key]
+                send_sequentially(client, workload, 5)
+                section["busy"][key][app.key] = counter.per_request(
+                    partial(send_sequentially, client, workload, settings.rt_requests),
+                    settings.rt_requests,
+                )
+            if "get" in app.workloads:
+                samples = []
+                for _ in range(settings.rt_idle):
+                    time.sleep(settings.rt_idle_gap)
+                    one = partial(send_sequentially, client, WORKLOAD["get"], 1)
+                    samples.append(counter.per_request(one, 1))
+                section["idle"][app.key] = {
+                    name: statistics.mean(sample[name] for sample in samples) for name in proxies
+                }
+    finally:
+        if "replica" in proxies:
+            proxies["replica"].close()
+    notes = section["notes"]
+    reads_on_replica = section["busy"]["get"][app.key].get("replica", 0.0)
+    if app.replica == REPLICA and reads_on_replica < 0.5 and ROUTING_INACTIVE not in notes:
+        notes.append(ROUTING_INACTIVE)
+        log(ROUTING_INACTIVE)
+
+
+def round_trips_section(apps: Sequence[App], settings: Settings) -> Section:
+    asyncio.run(prepare_tables())
+    notes: list[str] = []
+    chosen = usable_apps(apps, ROUND_TRIPS, notes)
+    section: Section = {
+        "requests": settings.rt_requests,
+        "warmup": settings.rt_warmup,
+        "idle_gap": settings.rt_idle_gap,
+        "busy": {w.key: {} for w in WORKLOADS},
+        "idle": {},
+        "background": {},
+        "notes": notes,
+    }
+    primary, primary_url = _proxy_for(POSTGRES)
+    try:
+        for app in chosen:
+            _app_round_trips(app, primary, primary_url, settings, section)
+            figures = {key: section["busy"][key][app.key] for key in app.workloads}
+            log(f"round trips: {app.key} {figures}")
+    finally:
+        primary.close()
+    return section
+
+
+# -- time to ready, drain (unchanged) --------------------------------------------------
 
 IMPORT_ONLY = (
     "import time; started = time.perf_counter(); import benchmarks.apps.ours; "
     "print(time.perf_counter() - started)"
 )
+OURS = "benchmarks.apps.ours:app"
 
 
-def time_to_ready(runs: int) -> str:
+def time_to_ready(settings: Settings) -> Section:
+    runs = settings.ready_runs
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-c", IMPORT_ONLY]
     imports = [
@@ -299,14 +507,14 @@ def time_to_ready(runs: int) -> str:
         times = []
         for _ in range(runs):
             port = free_port()
-            process = start("benchmarks.apps.ours:app", port, url)
+            process = start(OURS, port, url)
             try:
-                times.append(wait_for(port, READY))
+                times.append(wait_for(port, READY, process=process))
             finally:
                 stop(process)
         ready = statistics.median(times)
         lines.append(f"| {name} | {ready:.3f} | {min(times):.3f} | {max(times):.3f} |")
-    return "\n".join(lines)
+    return {"markdown": "\n".join(lines)}
 
 
 async def _drain_once(
@@ -329,7 +537,8 @@ async def _drain_once(
     return exited - signalled, hold - (signalled - sent), ok
 
 
-def drain_time(n: int, hold: float, runs: int) -> str:
+def drain_time(settings: Settings, n: int = 20, hold: float = 1.0) -> Section:
+    runs = settings.drain_runs
     lines = [
         f"SIGTERM while {n} requests are inside their transactions (each holds {hold} s); "
         f"time from the signal to process exit (interpreter teardown included), median of "
@@ -343,8 +552,8 @@ def drain_time(n: int, hold: float, runs: int) -> str:
         results = []
         for _ in range(runs):
             port = free_port()
-            process = start("benchmarks.apps.ours:app", port, url)
-            wait_for(port, READY)
+            process = start(OURS, port, url)
+            wait_for(port, READY, process=process)
             results.append(asyncio.run(_drain_once(port, process, n, hold)))
         exit_time = statistics.median(r[0] for r in results)
         remaining = statistics.median(r[1] for r in results)
@@ -353,7 +562,10 @@ def drain_time(n: int, hold: float, runs: int) -> str:
             f"| {name} | {exit_time:.3f} | {remaining:.3f} | {exit_time - remaining:.3f} "
             f"| {answered}/{n} |"
         )
-    return "\n".join(lines)
+    return {"markdown": "\n".join(lines)}
+
+
+# -- main ------------------------------------------------------------------------------
 
 
 def machine() -> str:
@@ -377,44 +589,82 @@ def machine() -> str:
     )
 
 
-def ensure_tools() -> None:
-    """Install wrk and valgrind from Debian when missing."""
-    missing = [tool for tool in ("wrk", "valgrind") if not shutil.which(tool)]
-    if not missing:
-        return
-    print(f"installing {' '.join(missing)} from Debian ...", flush=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=False)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+def _names(value: str, allowed: Sequence[str], what: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}"
+        )
+    return names
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
-    args = parser.parse_args()
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="tiny rounds, for a smoke test; writes to benchmarks/results/quick/",
+    )  # fmt: skip
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="SECTION",
+        type=lambda value: _names(value, SECTIONS, "section"),
+        help=f"run only these sections (repeat or comma-separate): {', '.join(SECTIONS)}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--apps", default=None, metavar="APP,...",
+        type=lambda value: _names(value, APP_KEYS, "app"),
+        help=f"only these apps (the baseline is always added): {', '.join(APP_KEYS)}",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    sections = [name for group in args.only for name in group] or list(SECTIONS)
+    settings = QUICK if args.quick else Settings(quick=False)
+    apps = [app for app in APPS if args.apps is None or app.key in {BASELINE, *args.apps}]
     ensure_tools()
-    rounds, seconds, runs = (1, 3, 2) if args.quick else (12, 5, 5)
-    requests = 100 if args.quick else 600
-    sections = [
-        ("Plugin overhead", plugin_overhead(rounds, seconds, connections=32)),
-        (
-            "Plugin overhead in instructions",
-            instructions_per_request(requests, warmup=requests // 2, connections=32),
-        ),
-        ("Time to ready", time_to_ready(runs)),
-        ("Drain on SIGTERM", drain_time(n=20, hold=1.0, runs=max(2, runs // 2))),
-    ]
-    report = [
-        "# Benchmark results",
-        "",
-        f"Run on {dt.date.today().isoformat()} by `benchmarks/run_all.py`"
-        f"{' --quick' if args.quick else ''}. Machine: {machine()}.",
-        "",
-    ]
-    for title, body in sections:
-        report += [f"## {title}", "", body, ""]
-    text = "\n".join(report)
-    (ROOT / "benchmarks" / "RESULTS.md").write_text(text)
+    folder = ROOT / "benchmarks" / "results"
+    if args.quick:
+        folder = folder / "quick"
+        report_path = folder / "RESULTS.md"
+    else:
+        report_path = ROOT / "benchmarks" / "RESULTS.md"
+    data_path, chart_path = folder / "results.json", folder / "overhead.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    if data_path.exists():
+        results = json.loads(data_path.read_text())
+    results["machine"] = machine()
+    runners: dict[str, Callable[[], Section]] = {
+        WRK: lambda: wrk_section(apps, settings),
+        INSTRUCTIONS: lambda: instructions_section(apps, settings),
+        ROUND_TRIPS: lambda: round_trips_section(apps, settings),
+        READY_SECTION: lambda: time_to_ready(settings),
+        DRAIN: lambda: drain_time(settings),
+    }
+    for name in sections:
+        log(f"{name}: starting")
+        started = time.monotonic()
+        section = runners[name]()
+        section.update(date=_today(), quick=settings.quick, elapsed=time.monotonic() - started)
+        results[name] = section
+        log(f"{name}: done in {section['elapsed']:.0f} s")
+        # written as each section ends: a later failure keeps what was measured
+        data_path.write_text(json.dumps(results, indent=1) + "\n")
+        text = write_report(results, report_path, chart_path)
     print(text)
+
+
+def write_report(results: dict[str, Any], report_path: Path, chart_path: Path) -> str:
+    drawn = draw_chart(results, chart_path)
+    if not drawn:
+        log("no chart: matplotlib is missing (pip install -e '.[bench]') or nothing to draw")
+    text = render(results, chart_path if drawn else None, report_path.parent)
+    report_path.write_text(text + "\n")
+    written = f" and {chart_path.relative_to(ROOT)}" if drawn else ""
+    log(f"wrote {report_path.relative_to(ROOT)}{written}")
+    return text
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
-"""Baseline: a hand-written Litestar + SQLAlchemy app, one session per request."""
+"""Baseline: a hand-written Litestar + SQLAlchemy app, one session per request.
+
+The session is committed when the handler has returned (the dependency's cleanup), with
+SQLAlchemy's own ``pool_pre_ping=True``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
 
-from litestar import Litestar, get
-from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
+from litestar import Litestar
+from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from benchmarks.apps.common import POOL, QUERY, URL
+from benchmarks.apps.common import HANDLERS, POOL, URL
 
 engine = create_async_engine(URL, **POOL)
 sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -22,18 +24,12 @@ async def provide_session() -> AsyncGenerator[AsyncSession, None]:
         await session.commit()
 
 
-@get("/items/{item_id:int}")
-async def item(db_session: NamedDependency[AsyncSession], item_id: FromPath[int]) -> dict[str, Any]:
-    row = (await db_session.execute(QUERY, {"id": item_id})).one()
-    return {"id": row.id, "name": row.name}
-
-
 async def dispose() -> None:
     await engine.dispose()
 
 
 app = Litestar(
-    route_handlers=[item],
+    route_handlers=HANDLERS,
     dependencies={"db_session": Provide(provide_session)},
     on_shutdown=[dispose],
 )

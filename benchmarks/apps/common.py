@@ -1,39 +1,116 @@
-"""What the three benchmark apps share: the URL, pool settings, the table."""
+"""What the benchmark apps share: URLs, pool and driver settings, the ORM model, handlers.
+
+The three workloads, identical in every SQLAlchemy app (the handlers below) and done with
+the same SQL by the raw asyncpg app (``benchmarks.apps.raw``):
+
+- ``GET /items/{id}``: one row by primary key (``select(Item).where(Item.id == id)``);
+- ``GET /items?after=N``: a list of 20 ORM rows after ``N``, in key order;
+- ``POST /orders``: an ORM insert (``session.add(Order(...))``, ``flush()`` for its id),
+  committed by the app's own path, answered 201 with the id.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import msgspec
+from litestar import get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from sqlalchemy import String, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 URL = os.environ.get("BENCH_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-#: identical pool settings in all three apps (pre-ping on, as this package's default)
+#: a hot-standby replica of URL's database; set only for the replica variant of ours
+REPLICA_URL = os.environ.get("BENCH_REPLICA_URL", "")
+#: identical pool settings in all apps (pre-ping on, as this package's default)
 POOL_SIZE, MAX_OVERFLOW, PRE_PING = 10, 10, True
-#: identical driver settings too: asyncpg's per-statement time limit (the seed's 60 s,
+#: identical driver settings too: asyncpg's per-statement time limit (the usage guide's 60 s,
 #: this package's default; asyncpg arms a timer for every statement; 0 for none) and jit off
 COMMAND_TIMEOUT = float(os.environ.get("BENCH_COMMAND_TIMEOUT", "60"))
+SERVER_SETTINGS = {"jit": "off"}
 POOL: dict[str, object] = {
     "pool_size": POOL_SIZE,
     "max_overflow": MAX_OVERFLOW,
     "pool_pre_ping": PRE_PING,
     "connect_args": {
         "command_timeout": COMMAND_TIMEOUT or None,
-        "server_settings": {"jit": "off"},
+        "server_settings": SERVER_SETTINGS,
     },
 }
 ROWS = 1000
-QUERY = text("SELECT id, name FROM bench_item WHERE id = :id")
+PAGE = 20
 
 
-async def create_table(engine: AsyncEngine) -> None:
-    """(Re)create ``bench_item`` with ``ROWS`` rows."""
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "bench_item"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(40))
+
+
+class Order(Base):
+    __tablename__ = "bench_order"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # serial
+    item_id: Mapped[int]
+    quantity: Mapped[int]
+
+
+class OrderIn(msgspec.Struct):
+    """The body of ``POST /orders``."""
+
+    item_id: int
+    quantity: int
+
+
+@get("/items/{item_id:int}")
+async def get_item(
+    db_session: NamedDependency[AsyncSession], item_id: FromPath[int]
+) -> dict[str, Any]:
+    item = (await db_session.execute(select(Item).where(Item.id == item_id))).scalar_one()
+    return {"id": item.id, "name": item.name}
+
+
+@get("/items")
+async def list_items(
+    db_session: NamedDependency[AsyncSession], after: FromQuery[int] = 0
+) -> list[dict[str, Any]]:
+    items = await db_session.scalars(
+        select(Item).where(Item.id > after).order_by(Item.id).limit(PAGE)
+    )
+    return [{"id": item.id, "name": item.name} for item in items]
+
+
+@post("/orders", status_code=201)
+async def create_order(db_session: NamedDependency[AsyncSession], data: OrderIn) -> dict[str, int]:
+    order = Order(item_id=data.item_id, quantity=data.quantity)
+    db_session.add(order)
+    await db_session.flush()  # INSERT ... RETURNING id; the app's own path commits
+    return {"id": order.id}
+
+
+#: the workload handlers of every SQLAlchemy app (session injected as ``db_session``)
+HANDLERS = [get_item, list_items, create_order]
+
+
+async def create_tables(engine: AsyncEngine) -> None:
+    """(Re)create ``bench_item`` with ``ROWS`` rows and an empty ``bench_order``."""
     async with engine.begin() as connection:
-        await connection.execute(text("DROP TABLE IF EXISTS bench_item"))
+        await connection.run_sync(Base.metadata.drop_all)
+        await connection.run_sync(Base.metadata.create_all)
         await connection.execute(
-            text("CREATE TABLE bench_item (id int PRIMARY KEY, name varchar(40))")
+            insert(Item), [{"id": i, "name": f"item {i}"} for i in range(1, ROWS + 1)]
         )
-        await connection.execute(
-            text("INSERT INTO bench_item VALUES (:id, :name)"),
-            [{"id": i, "name": f"item {i}"} for i in range(1, ROWS + 1)],
-        )
+
+
+async def empty_orders(engine: AsyncEngine) -> None:
+    """Delete what the insert workload wrote."""
+    async with engine.begin() as connection:
+        await connection.execute(delete(Order))

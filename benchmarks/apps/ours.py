@@ -1,22 +1,32 @@
-"""litestar-bento-db's DatabasePlugin; ``/hold`` keeps a transaction open (drain benchmark)."""
+"""litestar-bento-db's DatabasePlugin; ``/hold`` keeps a transaction open (drain benchmark).
+
+Defaults (pre-ping on: our liveness checks; metrics on) with the pool and driver settings
+of the other apps. Variants, chosen by the environment of the server process:
+
+- ``BENCH_METRICS=0``: ``DatabaseConfig(metrics=False)``;
+- ``BENCH_FREEZE_GC=1``: ``DatabasePlugin(..., freeze_gc=True)``;
+- ``BENCH_REPLICA_URL=...``: ``DatabaseConfig(read_replica_urls=(...,))``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import os
 
-from litestar import Litestar, get, post
-from litestar.params import FromPath, FromQuery
+from litestar import Litestar, post
+from litestar.params import FromQuery
 from sqlalchemy import text
 
-from benchmarks.apps.common import COMMAND_TIMEOUT, MAX_OVERFLOW, POOL_SIZE, PRE_PING, QUERY, URL
+from benchmarks.apps.common import (
+    COMMAND_TIMEOUT,
+    HANDLERS,
+    MAX_OVERFLOW,
+    POOL_SIZE,
+    PRE_PING,
+    REPLICA_URL,
+    URL,
+)
 from litestar_bento_db import DatabaseConfig, DatabasePlugin, DbSession
-
-
-@get("/items/{item_id:int}")
-async def item(db_session: DbSession, item_id: FromPath[int]) -> dict[str, Any]:
-    row = (await db_session.execute(QUERY, {"id": item_id})).one()
-    return {"id": row.id, "name": row.name}
 
 
 @post("/hold", status_code=200)
@@ -26,18 +36,17 @@ async def hold(db_session: DbSession, seconds: FromQuery[float] = 1.0) -> dict[s
     return {"held": seconds}
 
 
+config = DatabaseConfig(
+    url=URL,
+    pool_size=POOL_SIZE,
+    max_overflow=MAX_OVERFLOW,
+    pool_pre_ping=PRE_PING,
+    command_timeout=COMMAND_TIMEOUT,
+    warmup_connections=5,
+    metrics=os.environ.get("BENCH_METRICS", "1") != "0",
+    read_replica_urls=(REPLICA_URL,) if REPLICA_URL else (),
+)
 app = Litestar(
-    route_handlers=[item, hold],
-    plugins=[
-        DatabasePlugin(
-            DatabaseConfig(
-                url=URL,
-                pool_size=POOL_SIZE,
-                max_overflow=MAX_OVERFLOW,
-                pool_pre_ping=PRE_PING,
-                command_timeout=COMMAND_TIMEOUT,
-                warmup_connections=5,
-            )
-        )
-    ],
+    route_handlers=[*HANDLERS, hold],
+    plugins=[DatabasePlugin(config, freeze_gc=os.environ.get("BENCH_FREEZE_GC") == "1")],
 )
