@@ -31,6 +31,7 @@ from litestar_bento_db.config import DatabaseConfig
 from litestar_bento_db.litestar.cli import add_cli_commands
 from litestar_bento_db.litestar.config import PluginConfig
 from litestar_bento_db.litestar.errors import database_exception_handlers
+from litestar_bento_db.litestar.file_objects import track_files_only_when_stored
 from litestar_bento_db.litestar.health import create_health_router
 from litestar_bento_db.litestar.metrics import add_metrics, name_requests
 from litestar_bento_db.litestar.runtime import DatabaseRuntime
@@ -94,12 +95,14 @@ class _AlchemyConfig(SQLAlchemyAsyncConfig):
     def create_session_maker(self) -> Callable[[], AsyncSession]:
         """advanced-alchemy's session maker, made for requests.
 
-        Its sessions refuse work after the response started and, with replicas, route
-        reads.
+        Its sessions run advanced-alchemy's file-object tracking only in flushes that
+        can store files, refuse work after the response started and, with replicas,
+        route reads.
         """
         fresh = self.session_maker is None
         maker = super().create_session_maker()
         if fresh and isinstance(maker, async_sessionmaker):
+            track_files_only_when_stored(maker)
             replicas = self.runtime.replicas if self.runtime is not None else None
             if replicas is not None:
                 route_reads(maker, replicas)

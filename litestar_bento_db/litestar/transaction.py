@@ -32,7 +32,7 @@ from litestar.constants import (
 from litestar.types import HTTPResponseStartEvent, Message, Scope
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from litestar_bento_db.litestar.errors import answer_for, log_answer
 
@@ -90,11 +90,20 @@ def refuse_after_response(maker: async_sessionmaker[Any]) -> None:
     hook replaces; ``add``, ``add_all`` and ``merge`` reach the original one, whose
     ``before_attach`` event refuses them.
     """
-    target = maker.kw.get("sync_session_class")
+    event.listen(sync_session_target(maker), "before_attach", _refuse_if_closed, propagate=True)
+
+
+def sync_session_target(maker: async_sessionmaker[Any]) -> type[Session] | sessionmaker[Any]:
+    """Where session events of ``maker``'s sessions are listened for.
+
+    Its ``sync_session_class`` (a ``sessionmaker`` carrying advanced-alchemy's listeners,
+    or a class), given a class of its own first when it has none.
+    """
+    target: type[Session] | sessionmaker[Any] | None = maker.kw.get("sync_session_class")
     if target is None:
         target = type("RequestSession", (Session,), {})
         maker.configure(sync_session_class=target)
-    event.listen(target, "before_attach", _refuse_if_closed, propagate=True)
+    return target
 
 
 def _state(scope: Scope) -> dict[str, Any]:
