@@ -147,7 +147,8 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
                 # advanced-alchemy's cache and file-object listeners look these up on
                 # every commit and flush, and without them build a new engine each time
                 # (Engine.execution_options()) to read its options; our engine sets none.
-                # tests/test_upstream_pins.py checks that these keys are still read.
+                # tests/test_upstream_pins.py checks that these keys are still read. Each
+                # flush then sets the file-object one to what it needs (file_objects.py).
                 info={"enable_cache_listener": True, "enable_file_object_listener": True},
             ),
             session_dependency_key=self.config.session_dependency_key,
