@@ -101,12 +101,24 @@ def boolean(value: Any, field_name: str) -> bool:
     raise ConfigError(f"{field_name}: expected true/false (or 1/0, yes/no, on/off), got {value!r}")
 
 
-def name(value: Any, field_name: str) -> str:
-    """A printable name of 1 to 63 characters (PostgreSQL's identifier limit)."""
-    text = value.strip() if isinstance(value, str) else None
-    if not text or len(text) > 63 or not text.isprintable():
-        raise ConfigError(f"{field_name}: expected a printable name of 1 to 63 characters")
-    return text
+def printable(what: str, longest: int) -> Parser:
+    """Printable text of 1 to ``longest`` characters, surrounding blanks stripped."""
+
+    def parse_printable(value: Any, field_name: str) -> str:
+        text = value.strip() if isinstance(value, str) else None
+        if not text or len(text) > longest or not text.isprintable():
+            raise ConfigError(
+                f"{field_name}: expected a printable {what} of 1 to {longest} characters"
+            )
+        return text
+
+    return parse_printable
+
+
+name = printable("name", 63)
+"""A name of at most 63 characters (PostgreSQL's identifier limit)."""
+label = printable("label", 200)
+"""A label of at most 200 characters (a metric attribute)."""
 
 
 def optional(parse: Parser) -> Parser:
@@ -131,14 +143,6 @@ def items(parse: Parser) -> Parser:
         return tuple(parse(item, f"{field_name}[{index}]") for index, item in enumerate(value))
 
     return parse_items
-
-
-def label(value: Any, field_name: str) -> str:
-    """A printable label of 1 to 200 characters (a metric attribute)."""
-    text = value.strip() if isinstance(value, str) else None
-    if not text or len(text) > 200 or not text.isprintable():
-        raise ConfigError(f"{field_name}: expected a printable label of 1 to 200 characters")
-    return text
 
 
 def env_name(field_name: str) -> str:
