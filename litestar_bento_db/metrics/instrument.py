@@ -102,7 +102,9 @@ def _watch_pool(engine: AsyncEngine, metrics: EngineMetrics) -> None:
         event.listen(target, name, listener)
 
 
-def _timed(call: Callable[..., Any], metrics: EngineMetrics, slow: float) -> Callable[..., Any]:
+def _timed(
+    call: Callable[..., Any], metrics: EngineMetrics | None, slow: float
+) -> Callable[..., Any]:
     @functools.wraps(call)
     def timed(cursor: Any, statement: str, *args: Any) -> Any:
         context = args[-1] if args else None
@@ -115,17 +117,21 @@ def _timed(call: Callable[..., Any], metrics: EngineMetrics, slow: float) -> Cal
             raise
         finally:
             seconds = time.perf_counter() - started
-            metrics.operation(_operation(context), error, seconds)
+            if metrics is not None:
+                metrics.operation(_operation(context), error, seconds)
             if slow and seconds >= slow:
                 logger.warning("slow statement (%.3f s): %s", seconds, statement)
 
     return timed
 
 
-def _time_statements(engine: AsyncEngine, metrics: EngineMetrics, slow: float) -> None:
+def _time_statements(engine: AsyncEngine, metrics: EngineMetrics | None, slow: float) -> None:
+    """Time statements (and COMMITs, into ``metrics``); log those over ``slow`` seconds."""
     dialect = engine.sync_engine.dialect
     for name in ("do_execute", "do_execute_no_params", "do_executemany"):
         setattr(dialect, name, _timed(getattr(dialect, name), metrics, slow))
+    if metrics is None:  # slow-statement logging alone: it does not look at COMMIT
+        return
     do_commit = dialect.do_commit
 
     def timed_commit(dbapi_connection: Any) -> None:
@@ -159,7 +165,7 @@ def instrument_engine(
         watch_leaks(engine, config.leak_detection_threshold)
     if not config.metrics:
         if slow:  # slow-statement logging alone
-            _time_statements(engine, _detached_metrics(engine, config), slow)
+            _time_statements(engine, None, slow)
         return None
     metrics = _detached_metrics(engine, config)
     _watch_pool(engine, metrics)
