@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -201,12 +201,9 @@ class EngineMetrics:
 
 
 class MetricsRegistry:
-    """The engines being measured (held weakly) and the process-wide counters."""
+    """The engines being measured, each until it is collected, and the process counters."""
 
     def __init__(self) -> None:
-        self._engines: weakref.WeakValueDictionary[int, EngineMetrics] = (
-            weakref.WeakValueDictionary()
-        )
         self._strong: dict[int, EngineMetrics] = {}
         self._lock = threading.Lock()
         self.counters = COUNTERS
@@ -260,3 +257,16 @@ def pool_limits(pool: Pool | None) -> dict[str, Any]:
             "pending": pool.pending(),
         }
     return {"max": None, "idle_max": None, "idle_min": 0, "pending": 0}
+
+
+def group_limits(group: Iterable[EngineMetrics]) -> dict[str, int | None]:
+    """:func:`pool_limits` added up over engines sharing a pool name.
+
+    A limit one of the pools lacks (``None``) is ``None`` for the group.
+    """
+    limits = [pool_limits(metrics.pool) for metrics in group]
+    added: dict[str, int | None] = {}
+    for key in ("max", "idle_max", "idle_min", "pending"):
+        values = [limit[key] for limit in limits]
+        added[key] = None if None in values else sum(values)
+    return added

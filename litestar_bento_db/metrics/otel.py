@@ -17,7 +17,7 @@ from litestar_bento_db.metrics.core import (
     DESCRIPTIONS,
     REGISTRY,
     MetricsRegistry,
-    pool_limits,
+    group_limits,
 )
 
 if TYPE_CHECKING:
@@ -116,9 +116,9 @@ class OpenTelemetryMetrics:
             from opentelemetry.metrics import Observation
 
             for name, group in self.registry.by_pool_name().items():
-                values = [pool_limits(m.pool)[key] for m in group]
-                if all(value is not None for value in values):
-                    yield Observation(sum(values), {_POOL: name})
+                value = group_limits(group)[key]
+                if value is not None:
+                    yield Observation(value, {_POOL: name})
 
         return observe
 

@@ -24,8 +24,8 @@ from litestar_bento_db.metrics.core import (
     EngineMetrics,
     Histogram,
     MetricsRegistry,
+    group_limits,
 )
-from litestar_bento_db.metrics.core import pool_limits as _limits
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -108,11 +108,11 @@ class DatabaseCollector(Collector):
             used = sum(m.used for m in group)
             count.add_metric([name, "idle"], sum(m.open for m in group) - used)
             count.add_metric([name, "used"], used)
-            limits = [_limits(m.pool) for m in group]
+            limits = group_limits(group)
             for key, family in gauges.items():
-                values = [limit[key] for limit in limits]
-                if all(value is not None for value in values):
-                    family.add_metric([name], sum(values))
+                value = limits[key]
+                if value is not None:
+                    family.add_metric([name], value)
             timeouts.add_metric([name], sum(m.timeouts for m in group))
             for attribute, histogram_family in pool_histograms.items():
                 buckets, total = _buckets(_merged([getattr(m, attribute) for m in group]))
