@@ -98,7 +98,8 @@ def _watch_checkouts(engine: AsyncEngine, pre_ping_idle: float | None, timeout: 
             COUNTERS.discard("failed_ping")
             raise exc.DisconnectionError(f"ping failed ({type(error).__name__})") from error
 
-    event.listen(engine.sync_engine, "checkin", checkin)
+    if pre_ping_idle is not None:  # when the connection was last used decides a ping
+        event.listen(engine.sync_engine, "checkin", checkin)
     event.listen(engine.sync_engine, "checkout", checkout)
 
 
