@@ -64,7 +64,8 @@ class DialectSettings(ABC):
             "max_overflow": config.max_overflow,
             "pool_timeout": config.pool_timeout,
             "pool_recycle": config.pool_recycle,
-            "pool_pre_ping": config.pool_pre_ping,
+            # with checks_liveness, litestar_bento_db.liveness checks instead
+            "pool_pre_ping": config.pool_pre_ping and not self.checks_liveness,
         }
 
     def get_engine_kwargs(self) -> dict[str, Any]:

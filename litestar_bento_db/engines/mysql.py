@@ -49,7 +49,6 @@ class MySQLEngine(DialectSettings):
         return {
             **super().get_pool_kwargs(),
             **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
-            "pool_pre_ping": False,  # litestar_bento_db.liveness checks instead
         }
 
     def session_statements(self, server_info: str) -> list[str]:

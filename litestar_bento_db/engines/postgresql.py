@@ -56,6 +56,5 @@ class PostgreSQLEngine(DialectSettings):
         return {
             **super().get_pool_kwargs(),
             **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
-            "pool_pre_ping": False,  # litestar_bento_db.liveness checks instead
             "pool_use_lifo": True,
         }
