@@ -31,7 +31,7 @@ from sqlalchemy.util import queue as sqla_queue
 
 from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.liveness import driver_closed
-from litestar_bento_db.resilience.classification import mark_database_error
+from litestar_bento_db.resilience.classification import is_driver_error, mark_database_error
 
 __all__ = [
     "LoopBoundPool",
@@ -42,9 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-_DRIVERS = frozenset({"asyncpg", "asyncmy"})
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -212,7 +209,7 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
             mark_database_error(error)
             raise
         except Exception as error:
-            if type(error).__module__.split(".")[0] not in _DRIVERS:
+            if not is_driver_error(error):
                 raise
             # a driver error SQLAlchemy let through unwrapped (asyncpg's errors at
             # connect, before SQLAlchemy 2.1): raise it the way SQLAlchemy raises others

@@ -13,7 +13,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -37,6 +37,7 @@ __all__ = [
     "error_chain",
     "is_database_error",
     "is_database_error_retryable",
+    "is_driver_error",
     "mark_database_error",
     "reported",
     "retryable_categories",
@@ -66,6 +67,14 @@ def error_chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _driver(exc: BaseException) -> str:
     return type(exc).__module__.split(".")[0]
+
+
+_DRIVERS: Final = frozenset({"asyncpg", "asyncmy"})
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """Whether ``exc`` itself is an error class of asyncpg or asyncmy."""
+    return _driver(exc) in _DRIVERS
 
 
 @dataclass(frozen=True)
@@ -198,7 +207,7 @@ def is_database_error(exc: BaseException) -> bool:
     return any(
         isinstance(error, sa_exc.SQLAlchemyError)
         or getattr(error, DATABASE_ERROR_ATTR, False)
-        or _driver(error) in ("asyncpg", "asyncmy")
+        or is_driver_error(error)
         or isinstance(error, sqlite3.Error)
         for error in error_chain(exc)
     )
