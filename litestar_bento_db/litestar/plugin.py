@@ -71,6 +71,14 @@ class _AlchemyConfig(SQLAlchemyAsyncConfig):
     """
 
     runtime: DatabaseRuntime | None = field(default=None, repr=False)
+    primary_maker: async_sessionmaker[AsyncSession] | None = field(
+        default=None, init=False, repr=False
+    )
+    """With replicas: the session maker whose sessions use the primary only."""
+
+    def may_write(self, scope: Scope) -> bool:
+        """Whether, with replicas, ``scope``'s request must use the primary throughout."""
+        return self.primary_maker is not None and scope.get("method") not in _READ_ONLY_METHODS
 
     def get_engine(self) -> AsyncEngine:
         assert self.runtime is not None
@@ -87,8 +95,7 @@ class _AlchemyConfig(SQLAlchemyAsyncConfig):
         """
         factory: async_sessionmaker[AsyncSession] = state[self.session_maker_app_state_key]
         session = request_session(scope, self.session_scope_key, factory)
-        routed = self.runtime is not None and self.runtime.replicas is not None
-        if routed and scope.get("method") not in _READ_ONLY_METHODS:
+        if self.may_write(scope):
             stick_to_primary(session)
         return session
 
@@ -107,6 +114,8 @@ class _AlchemyConfig(SQLAlchemyAsyncConfig):
             if replicas is not None:
                 route_reads(maker, replicas)
             refuse_after_response(maker)
+            if replicas is not None:
+                self.primary_maker = primary_only(maker)
         return maker
 
     @asynccontextmanager
@@ -138,7 +147,6 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         else:
             self.config = PluginConfig(database=config or DatabaseConfig(), **options)
         self.runtime = DatabaseRuntime(self.config)
-        self._primary_factory: tuple[Any, async_sessionmaker[AsyncSession]] | None = None
         self.alchemy_config = _AlchemyConfig(
             connection_string=self.config.database.url,
             session_config=AsyncSessionConfig(
@@ -194,17 +202,12 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
     def _provide_session_factory(
         self, state: State, scope: Scope
     ) -> async_sessionmaker[AsyncSession]:
-        factory: async_sessionmaker[AsyncSession] = state[
-            self.alchemy_config.session_maker_app_state_key
-        ]
-        if self.runtime.replicas is None or scope.get("method") in _READ_ONLY_METHODS:
-            return factory
-        # a request that may write: its units of work use the primary throughout too
-        source, primary = self._primary_factory or (None, None)
-        if source is not factory or primary is None:
-            primary = primary_only(factory)
-            self._primary_factory = (factory, primary)
-        return primary
+        config = self.alchemy_config
+        if config.primary_maker is not None and config.may_write(scope):
+            # a request that may write: its units of work use the primary throughout too
+            return config.primary_maker
+        factory: async_sessionmaker[AsyncSession] = state[config.session_maker_app_state_key]
+        return factory
 
     def on_cli_init(self, cli: Group) -> None:
         """Add the ``bento-db`` commands (``check``, ``info``)."""
