@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 _PRIMARY_QUERY = text("SELECT pg_current_wal_flush_lsn()::text")
 _REPLICA_QUERY = text(
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
-    " pg_last_wal_receive_lsn()::text,"
     " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
 )
 #: earlier rounds' primary positions kept for the lag bound, at most
@@ -145,7 +144,7 @@ class ReplicaWatcher:
         except Exception as error:
             replica.record(reachable=False, max_lag=max_lag, error=error_name(error))
             return
-        in_recovery, replayed, _received, xact_lag = row
+        in_recovery, replayed, xact_lag = row
         lag = None
         if in_recovery:
             # without the primary's position this round, nothing proves the replica is
