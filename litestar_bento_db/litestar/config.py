@@ -38,10 +38,6 @@ def _drain_mode(value: Any, field_name: str) -> DrainingMode:
         raise ConfigError(f"{field_name}: expected one of {modes}, got {value!r}") from None
 
 
-def _any(value: Any, _field_name: str) -> Any:
-    return value
-
-
 @dataclass(frozen=True)
 class HealthConfig:
     """Health routes: ``{path}`` (overall), ``{path}/liveness``, ``{path}/readiness``."""
@@ -56,7 +52,7 @@ class HealthConfig:
     """``Retry-After`` seconds sent with a 503 (health routes and database errors)."""
     details: bool = option(False, boolean)
     """Include latency and pool figures in the bare path's answer."""
-    guards: Sequence[Guard] = option((), _any)
+    guards: Sequence[Guard] = ()
     """Guards for the bare path (the one that can show details); liveness and readiness
     stay open for the orchestrator."""
     include_in_schema: bool = option(False, boolean)
