@@ -165,18 +165,12 @@ class TransactionHandler:
         if not session.in_transaction():
             return None
         if status not in self.commit_statuses:
-            try:
-                await session.rollback()
-            except Exception:  # the connection may be gone; it is invalidated
-                logger.debug("rollback for an error status failed", exc_info=True)
+            await _roll_back(session, "for an error status")
             return None
         try:
             await session.commit()
         except Exception as exc:  # answered with an error status below
-            try:
-                await session.rollback()
-            except Exception:  # the connection may be gone; it is invalidated
-                logger.debug("rollback after a failed commit failed", exc_info=True)
+            await _roll_back(session, "after a failed commit")
             return exc
         return None
 
@@ -209,3 +203,10 @@ class TransactionHandler:
         start["status"] = answer.status
         start["headers"] = [*kept, *((k.encode(), v.encode()) for k, v in ours.items())]
         _state(scope)[self.replacement_key] = body
+
+
+async def _roll_back(session: AsyncSession, when: str) -> None:
+    try:
+        await session.rollback()
+    except Exception:  # the connection may be gone; it is invalidated
+        logger.debug("rollback %s failed", when, exc_info=True)
