@@ -7,7 +7,8 @@ what HikariCP and pgx do instead:
 - at checkout, a connection the server already closed is recognised without I/O (the
   driver saw the server's goodbye while the connection sat in the pool);
 - only a connection idle longer than ``pre_ping_idle`` seconds is pinged, with ONE
-  round trip (asyncpg: a simple-protocol ``SELECT 1``; MySQL: ``COM_PING``), bounded by
+  round trip (each driver's adapter says how: asyncpg a simple-protocol ``SELECT 1``,
+  psycopg ``SELECT 1`` in autocommit, MySQL ``COM_PING``), bounded by
   ``ping_timeout``; a failed check replaces that one connection (SQLAlchemy's own
   reconnect-on-checkout, through the public ``checkout`` event);
 - the first statement after a checkout that fails because the connection is dead (so
@@ -24,20 +25,19 @@ private SQLAlchemy names (``_ConnectionFairy._connection_record`` and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from sqlalchemy import event, exc
+from sqlalchemy import Engine, event, exc
 from sqlalchemy.engine.interfaces import ExecuteStyle
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from litestar_bento_db._counters import COUNTERS
+from litestar_bento_db.drivers import driver_of_connection
 
-__all__ = ["driver_closed", "ping_once", "watch_liveness"]
+__all__ = ["driver_closed", "ping_once", "replaying", "watch_checkouts"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,36 +46,25 @@ _FIRST: Final = "bento.first_statement"  # nothing executed since this checkout
 
 
 def driver_closed(dbapi_connection: Any) -> bool:
-    """True when the driver already knows its connection is closed (no I/O).
-
-    asyncpg's public ``is_closed()``; asyncmy's transport (``_transport``, pinned by a
-    test) is closing once the server's FIN or RST has been read.
-    """
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    is_closed = getattr(driver, "is_closed", None)
-    if is_closed is not None:
-        return bool(is_closed())
-    transport = getattr(driver, "_transport", None)
-    return transport is None or bool(transport.is_closing())
+    """True when the driver already knows its connection is closed (no round trip)."""
+    return driver_of_connection(dbapi_connection).is_closed(dbapi_connection.driver_connection)
 
 
 def ping_once(dbapi_connection: Any, timeout: float) -> None:
     """One round trip to the server, within ``timeout`` seconds; raises on failure."""
-    driver = dbapi_connection.driver_connection
-    if hasattr(driver, "is_closed"):  # asyncpg: simple query protocol, no Parse/Bind
-        dbapi_connection.run_async(lambda c: c.execute("SELECT 1", timeout=timeout))
-    else:  # asyncmy: COM_PING
-        dbapi_connection.run_async(lambda c: asyncio.wait_for(c.ping(False), timeout))
+    driver_of_connection(dbapi_connection).ping(dbapi_connection, timeout)
 
 
-def _in_autocommit(dbapi_connection: Any) -> bool:
-    driver = dbapi_connection.driver_connection
-    if hasattr(driver, "is_closed"):  # the asyncpg adapter's isolation level
-        return bool(getattr(dbapi_connection, "autocommit", False))
-    return bool(driver.get_autocommit())
+def watch_checkouts(engine: Engine, pre_ping_idle: float | None, timeout: float) -> None:
+    """Check each checkout without I/O, and ping connections idle too long.
 
+    Args:
+        engine: An engine whose SQLAlchemy ``pool_pre_ping`` is off.
+        pre_ping_idle: Ping connections idle longer than this many seconds (0: every
+            checkout); None: never ping (only the checks that cost no I/O).
+        timeout: Seconds a ping may take.
+    """
 
-def _watch_checkouts(engine: AsyncEngine, pre_ping_idle: float | None, timeout: float) -> None:
     def checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         if dbapi_connection is not None:
             record.info[_LAST_USED] = time.monotonic()
@@ -99,12 +88,12 @@ def _watch_checkouts(engine: AsyncEngine, pre_ping_idle: float | None, timeout: 
             raise exc.DisconnectionError(f"ping failed ({type(error).__name__})") from error
 
     if pre_ping_idle is not None:  # when the connection was last used decides a ping
-        event.listen(engine.sync_engine, "checkin", checkin)
-    event.listen(engine.sync_engine, "checkout", checkout)
+        event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
-def _replayable(engine: AsyncEngine, context: Any, cursor: Any, error: BaseException) -> bool:
-    dialect: Any = engine.sync_engine.dialect  # DefaultDialect: connection_characteristics
+def _replayable(engine: Engine, context: Any, cursor: Any, error: BaseException) -> bool:
+    dialect: Any = engine.dialect  # DefaultDialect: connection_characteristics
     if context.isddl or context.execute_style is ExecuteStyle.INSERTMANYVALUES:
         return False  # DDL may commit; insertmanyvalues batches read the old cursor
     if set(dialect.connection_characteristics).intersection(context.execution_options):
@@ -129,7 +118,15 @@ def _replay_on_fresh_connection(context: Any, error: BaseException) -> Any:
     return context.cursor
 
 
-def _replaying(engine: AsyncEngine, call: Callable[..., Any]) -> Callable[..., Any]:
+def replaying(engine: Engine) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A layer for the dialect's ``do_execute*`` calls: the first-statement replay.
+
+    Applied by :func:`litestar_bento_db.instrumentation.install`.
+    """
+    return lambda call: _replaying(engine, call)
+
+
+def _replaying(engine: Engine, call: Callable[..., Any]) -> Callable[..., Any]:
     def execute(cursor: Any, statement: str, *args: Any) -> Any:
         context = args[-1] if args else None
         if context is None:
@@ -139,7 +136,8 @@ def _replaying(engine: AsyncEngine, call: Callable[..., Any]) -> Callable[..., A
             first = connection.info.pop(_FIRST, False)
         except NotImplementedError:  # the connection SQLAlchemy uses to initialise
             first = False
-        if not first or _in_autocommit(connection.dbapi_connection):
+        dbapi_connection = connection.dbapi_connection
+        if not first or driver_of_connection(dbapi_connection).in_autocommit(dbapi_connection):
             return call(cursor, statement, *args)
         try:
             return call(cursor, statement, *args)
@@ -158,20 +156,3 @@ def _replaying(engine: AsyncEngine, call: Callable[..., Any]) -> Callable[..., A
         return call(cursor, statement, *args)
 
     return execute
-
-
-def watch_liveness(
-    engine: AsyncEngine, *, pre_ping_idle: float | None, ping_timeout: float
-) -> None:
-    """Give ``engine`` checkout checks and the first-statement replay.
-
-    Args:
-        engine: An engine whose SQLAlchemy ``pool_pre_ping`` is off.
-        pre_ping_idle: Ping connections idle longer than this many seconds (0: every
-            checkout); None: never ping (only the checks that cost no I/O).
-        ping_timeout: Seconds a ping may take.
-    """
-    _watch_checkouts(engine, pre_ping_idle, ping_timeout)
-    dialect = engine.sync_engine.dialect
-    for name in ("do_execute", "do_execute_no_params", "do_executemany"):
-        setattr(dialect, name, _replaying(engine, getattr(dialect, name)))

@@ -1,6 +1,7 @@
 """A connection pool that is safe to use from more than one event loop.
 
-asyncpg and asyncmy connections belong to the event loop that opened them. SQLAlchemy's
+asyncpg, psycopg and asyncmy connections belong to the event loop that opened them (each
+driver's adapter tells which: :mod:`litestar_bento_db.drivers`). SQLAlchemy's
 ``AsyncAdaptedQueuePool`` hands a pooled connection to whichever loop asks next, so an
 engine used from a second loop (``asyncio.run`` twice, a CLI step before the server,
 one pytest loop after another) fails with ``Task ... attached to a different loop`` or
@@ -20,7 +21,6 @@ demand has stayed at or below ``pool_size`` for that long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProx
 from sqlalchemy.util import queue as sqla_queue
 
 from litestar_bento_db._counters import COUNTERS
+from litestar_bento_db.drivers import driver_of_connection
 from litestar_bento_db.liveness import driver_closed
 from litestar_bento_db.resilience.classification import is_driver_error, mark_database_error
 
@@ -60,11 +61,8 @@ class OtherLoopConnection(Exception):
 
 
 def connection_loop(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
-    """The event loop a pooled asyncpg or asyncmy connection belongs to, if known."""
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    # asyncmy has a public ``loop``; asyncpg keeps it in ``_loop`` (pinned by a test)
-    loop = getattr(driver, "loop", None) or getattr(driver, "_loop", None)
-    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+    """The event loop a pooled connection belongs to, if it belongs to one."""
+    return driver_of_connection(dbapi_connection).loop_of(dbapi_connection.driver_connection)
 
 
 def _is_foreign(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
@@ -75,37 +73,23 @@ def _is_foreign(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
 
 
 def terminate_driver_connection(dbapi_connection: Any) -> bool:
-    """Close the driver connection now, without awaiting.
+    """Close the driver connection now, without awaiting; False when the driver cannot.
 
-    asyncpg's ``terminate()``, asyncmy's ``close()``; the driver's, not SQLAlchemy's
-    adapter's. Returns False when the driver offers neither.
+    The driver's connection, not SQLAlchemy's adapter (whose close says goodbye first).
     """
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    close = getattr(driver, "terminate", None) or getattr(driver, "close", None)
-    if close is None:
-        return False
-    close()
-    return True
+    return driver_of_connection(dbapi_connection).terminate(dbapi_connection.driver_connection)
 
 
 def _abandon(dbapi_connection: Any, owner: asyncio.AbstractEventLoop) -> None:
     """Close a connection that belongs to another event loop, without awaiting.
 
     A live owner loop (another thread) closes it itself. A stopped or closed loop
-    cannot run the close, so the socket is closed here, as the loop would have done.
+    cannot run the close: the adapter closes it without one.
     """
     if owner.is_running():
         owner.call_soon_threadsafe(terminate_driver_connection, dbapi_connection)
         return
-    try:
-        terminate_driver_connection(dbapi_connection)
-    except RuntimeError:
-        # the closed loop refused to schedule the transport's final callback: run it
-        # (asyncpg and asyncmy keep the transport in ``_transport``; pinned by a test)
-        transport = getattr(dbapi_connection.driver_connection, "_transport", None)
-        if transport is not None:
-            with contextlib.suppress(RuntimeError):
-                transport._call_connection_lost(None)
+    driver_of_connection(dbapi_connection).abandon(dbapi_connection.driver_connection)
 
 
 class PoolObserver(Protocol):

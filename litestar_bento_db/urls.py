@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Final, Literal
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from litestar_bento_db._values import ConfigError
+from litestar_bento_db.drivers import DRIVERS, driver_named
 
 __all__ = ["DatabaseType", "database_type_of", "mask_url", "normalize_url"]
 
 DatabaseType = Literal["postgresql", "mysql", "sqlite"]
 
 #: The one table of supported databases: SQLAlchemy backend (dialect) name ->
-#: (database type, the async driver used for it).
+#: (database type, the driver a URL without one gets). The drivers themselves are
+#: :data:`litestar_bento_db.drivers.DRIVERS`.
 BACKENDS: Final[dict[str, tuple[DatabaseType, str]]] = {
     "postgresql": ("postgresql", "asyncpg"),
     "postgres": ("postgresql", "asyncpg"),
@@ -23,13 +26,13 @@ BACKENDS: Final[dict[str, tuple[DatabaseType, str]]] = {
     "sqlite": ("sqlite", "aiosqlite"),
 }
 
+#: SQLAlchemy's other names for a supported driver
+_ALIASES: Final = {"psycopg_async": "psycopg"}
 # drivers SQLAlchemy knows but this package refuses (sync, or async but unsupported)
 _REFUSED_DRIVERS: Final = frozenset(
     {
         "psycopg2",
         "psycopg2cffi",
-        "psycopg",
-        "psycopg_async",
         "pg8000",
         "pygresql",
         "pymysql",
@@ -98,15 +101,25 @@ def normalize_url(url: Any, field_name: str = "url") -> str:
         raise ConfigError(
             f"{field_name}: unsupported database {backend!r}; expected one of {known}"
         )
-    db_type, async_driver = BACKENDS[backend]
-    if driver and driver != async_driver:
+    db_type, default_driver = BACKENDS[backend]
+    driver = _ALIASES.get(driver, driver) or default_driver
+    adapter = driver_named(driver)
+    if adapter is None or adapter.database_type != db_type:
         if driver in _REFUSED_DRIVERS:
             why = "is not an async driver" if not driver.startswith("aio") else "is not supported"
         else:
             why = "is unknown"
+        supported = " or ".join(
+            f"'{db_type}+{name}://...'" for name, d in DRIVERS.items() if d.database_type == db_type
+        )
         raise ConfigError(
-            f"{field_name}: driver {driver!r} {why}; use '{db_type}+{async_driver}://...' "
-            f"(or '{backend}://...', which selects {async_driver})"
+            f"{field_name}: driver {driver!r} {why}; use {supported} "
+            f"(or '{backend}://...', which selects {default_driver})"
+        )
+    if adapter.extra and importlib.util.find_spec(adapter.module) is None:
+        raise ConfigError(
+            f"{field_name}: driver {driver!r} is not installed; "
+            f"pip install 'litestar-bento-db[{adapter.extra}]'"
         )
     if db_type == "sqlite" and parsed.host:
         raise ConfigError(
@@ -121,4 +134,4 @@ def normalize_url(url: Any, field_name: str = "url") -> str:
         raise ConfigError(f"{field_name}: port must be between 1 and 65535")
     # rewrite only the scheme: re-rendering would re-quote the rest (':memory:', options)
     _, _, rest = url.strip().partition("://")
-    return f"{db_type}+{async_driver}://{rest}"
+    return f"{db_type}+{driver}://{rest}"

@@ -3,6 +3,11 @@
 Server URLs come from ``TEST_POSTGRES_URL``, ``TEST_MYSQL_URL`` and ``TEST_REPLICA_URL``
 (the PostgreSQL hot standby; defaults: the local servers). An unreachable server skips
 its tests locally and fails them when ``CI=true``.
+
+``TEST_PG_DRIVER`` (``asyncpg``, the default, or ``psycopg``) picks the PostgreSQL
+driver of the default URLs. With ``psycopg``, the tests that run on MariaDB or SQLite
+only are left out: ``make test`` runs the suite once, then its PostgreSQL part again on
+psycopg.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
 from tests.servers import Server
 
-POSTGRES_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
+#: the PostgreSQL driver under test (``make test`` runs the PostgreSQL tests on both)
+PG_DRIVER = os.environ.get("TEST_PG_DRIVER", "asyncpg")
+#: the scheme of PostgreSQL URLs the tests build
+PG_SCHEME = f"postgresql+{PG_DRIVER}"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", f"{PG_SCHEME}://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
 #: the hot standby of the PostgreSQL server (scripts/ensure-replica.sh)
-REPLICA_URL = os.environ.get(
-    "TEST_REPLICA_URL", "postgresql+asyncpg://postgres@127.0.0.1:5433/test"
-)
+REPLICA_URL = os.environ.get("TEST_REPLICA_URL", f"{PG_SCHEME}://postgres@127.0.0.1:5433/test")
 SERVER_URLS = {"postgresql": POSTGRES_URL, "mysql": MYSQL_URL}
 ALL_BACKENDS = ["sqlite_file", "sqlite_memory", "postgresql", "mysql"]
 SERVER_BACKENDS = ["postgresql", "mysql"]
@@ -35,6 +40,34 @@ SERVER_BACKENDS = ["postgresql", "mysql"]
 SECRET = "s3cr3t-Pa55word"
 
 _reachable: dict[str, bool] = {}
+#: parameter values of tests that touch no PostgreSQL server
+_NOT_POSTGRES = frozenset({"mysql", "sqlite", "sqlite_file", "sqlite_memory"})
+
+
+def pytest_report_header() -> str:
+    return f"PostgreSQL driver: {PG_DRIVER} (TEST_PG_DRIVER)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On psycopg, leave out the tests of the other databases (asyncpg's run has them)."""
+    if PG_DRIVER == "asyncpg":
+        return
+
+    def other_database(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        values = {value for value in params if isinstance(value, str)}
+        if "postgresql" in values:
+            return False
+        if values & _NOT_POSTGRES:
+            return True
+        name = item.name.lower()
+        return ("mysql" in name or "mariadb" in name or "sqlite" in name) and "pg" not in name
+
+    dropped = [item for item in items if other_database(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not other_database(item)]
 
 
 def _is_reachable(url: str) -> bool:
@@ -109,7 +142,7 @@ async def create_password_user(backend: str, user: str) -> str:
                 await c.execute(text(f"GRANT ALL ON test.* TO '{user}'@'%'"))
     finally:
         await admin.dispose()
-    scheme = "postgresql" if backend == "postgresql" else "mysql"
+    scheme = PG_SCHEME if backend == "postgresql" else "mysql"
     return f"{scheme}://{user}:{SECRET}@127.0.0.1/test"
 
 

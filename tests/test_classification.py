@@ -18,7 +18,7 @@ from litestar_bento_db.resilience import (
     is_database_error_retryable,
 )
 from litestar_bento_db.resilience.codes import MYSQL_ERRNOS, POSTGRES_SQLSTATES, SQLITE_CODES
-from tests.conftest import SECRET, require_server
+from tests.conftest import PG_SCHEME, SECRET, require_server
 
 classify = DatabaseErrorClassifier.classify
 code_of = DatabaseErrorClassifier.error_code
@@ -177,8 +177,8 @@ async def test_pg_permanent(pg: AsyncEngine, statement: str, sqlstate: str) -> N
     ("url", "sqlstate"),
     [
         # this server trusts local connections, so an unknown role is its auth failure
-        (f"postgresql://bento_no_such_role:{SECRET}@127.0.0.1/test", "28000"),
-        ("postgresql://postgres@127.0.0.1/bento_no_such_db", "3D000"),
+        (f"{PG_SCHEME}://bento_no_such_role:{SECRET}@127.0.0.1/test", "28000"),
+        (f"{PG_SCHEME}://postgres@127.0.0.1/bento_no_such_db", "3D000"),
     ],
 )
 async def test_pg_connect_refused_by_server(url: str, sqlstate: str) -> None:
@@ -328,6 +328,7 @@ async def test_pool_exhausted(server_url: str) -> None:
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
 async def test_connection_refused(scheme: str) -> None:
+    scheme = PG_SCHEME if scheme == "postgresql" else scheme
     engine = _engine(f"{scheme}://u:{SECRET}@127.0.0.1:1/d")
     error = await caught(engine.connect().__aenter__())
     await engine.dispose()
@@ -345,12 +346,12 @@ def test_the_tables_hold_20_transient_and_10_permanent_codes_at_least() -> None:
     retryable = sum(
         category in (ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION)
         for table in tables
-        for category, _ in table.values()  # type: ignore[attr-defined]
+        for category, *_ in table.values()  # type: ignore[attr-defined]
     )
     permanent = sum(
         category is ErrorCategory.PERMANENT
         for table in tables
-        for category, _ in table.values()  # type: ignore[attr-defined]
+        for category, *_ in table.values()  # type: ignore[attr-defined]
     )
     assert retryable >= 20
     assert permanent >= 10

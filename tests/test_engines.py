@@ -51,12 +51,35 @@ def test_postgresql_settings() -> None:
     pool = dialect.get_pool_kwargs()
     assert pool["poolclass"] is LoopBoundPool
     assert pool["pool_use_lifo"] is True
-    # liveness checks replace SQLAlchemy's pre-ping (tests/test_liveness.py)
-    assert (pool["pool_size"], pool["max_overflow"], pool["pool_pre_ping"]) == (20, 10, False)
+    # reported as configured (the usage guide's figure); the engine plugin hands it to
+    # the liveness checks instead of SQLAlchemy's pool (tests/test_liveness.py)
+    assert (pool["pool_size"], pool["max_overflow"], pool["pool_pre_ping"]) == (20, 10, True)
     assert dialect.checks_liveness
     kwargs = dialect.get_engine_kwargs()
     assert kwargs["echo"] is False
     assert kwargs["connect_args"] == dialect.get_connect_args()
+    assert kwargs["plugins"] == ["litestar_bento_db"]
+
+
+def test_psycopg_settings() -> None:
+    config = DatabaseConfig(
+        url="postgresql+psycopg://u@h/d", connect_timeout=2.5, command_timeout=1.5
+    )
+    args = PostgreSQLEngine(config).get_connect_args()
+    assert args["connect_timeout"] == 3  # libpq: whole seconds
+    assert args["application_name"] == "litestar-bento-db"
+    assert args["options"] == "-c jit=off -c statement_timeout=1500"
+    assert callable(args["async_creator_fn"])
+    assert "prepare_threshold" not in args
+    bouncer = PostgreSQLEngine(
+        DatabaseConfig(url="postgresql+psycopg://u@h/d", pgbouncer=True)
+    ).get_connect_args()
+    assert bouncer["prepare_threshold"] is None
+    assert "options" not in bouncer  # PgBouncer refuses startup options
+    no_limit = PostgreSQLEngine(
+        DatabaseConfig(url="postgresql+psycopg://u@h/d", command_timeout=0)
+    ).get_connect_args()
+    assert no_limit["options"] == "-c jit=off"
 
 
 def test_postgresql_pgbouncer_mode() -> None:

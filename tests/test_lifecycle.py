@@ -22,7 +22,7 @@ from litestar_bento_db import (
     health_check,
     init_database,
 )
-from tests.conftest import SECRET, create_password_user
+from tests.conftest import PG_DRIVER, PG_SCHEME, SECRET, create_password_user
 
 
 class Base(DeclarativeBase):
@@ -68,7 +68,7 @@ async def test_health_check_passes(engine: AsyncEngine) -> None:
 
 
 async def test_health_check_fails_fast_on_a_closed_port() -> None:
-    engine = create_async_engine_from_config(DatabaseConfig(url="postgresql://u@127.0.0.1:1/d"))
+    engine = create_async_engine_from_config(DatabaseConfig(url=f"{PG_SCHEME}://u@127.0.0.1:1/d"))
     started = time.perf_counter()
     assert await health_check(engine) is False
     assert time.perf_counter() - started < 2
@@ -93,6 +93,7 @@ async def silent_server() -> AsyncIterator[int]:
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
 async def test_health_check_is_bounded_by_its_timeout(silent_server: int, scheme: str) -> None:
+    scheme = PG_SCHEME if scheme == "postgresql" else scheme
     config = DatabaseConfig(url=f"{scheme}://u:{SECRET}@127.0.0.1:{silent_server}/d")
     engine = create_async_engine_from_config(config)
     started = time.perf_counter()
@@ -105,7 +106,7 @@ async def test_database_info_reports_pool_figures(engine: AsyncEngine, backend: 
     info = await get_database_info(engine)
     expected_type = {"postgresql": "postgresql", "mysql": "mysql"}.get(backend, "sqlite")
     assert info["database_type"] == expected_type
-    assert info["driver"] == {"postgresql": "asyncpg", "mysql": "asyncmy"}.get(backend, "aiosqlite")
+    assert info["driver"] == {"postgresql": PG_DRIVER, "mysql": "asyncmy"}.get(backend, "aiosqlite")
     assert info["reachable"] is True
     assert info["server_version"]
     assert {"pool_size", "pool_checked_out", "pool_checked_in", "pool_overflow"} <= set(info)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from litestar_bento_db import (
@@ -25,7 +25,7 @@ from litestar_bento_db.resilience import (
     retry_on_db_error,
     retryable,
 )
-from tests.conftest import SECRET
+from tests.conftest import PG_DRIVER, PG_SCHEME, SECRET
 
 FAST = RetryConfig(max_attempts=30, base_delay=0.005, max_delay=0.05, budget=RetryBudget())
 
@@ -194,7 +194,7 @@ async def test_ambiguous_commit_retried_only_when_idempotent(server_url: str) ->
 
 async def test_budget_stops_retries_during_an_outage() -> None:
     engine = create_async_engine_from_config(
-        DatabaseConfig(url=f"postgresql://u:{SECRET}@127.0.0.1:1/d")
+        DatabaseConfig(url=f"{PG_SCHEME}://u:{SECRET}@127.0.0.1:1/d")
     )
     budget = RetryBudget(max_tokens=10, token_ratio=0.1)
     config = RetryConfig(max_attempts=5, base_delay=0, jitter=False, budget=budget)
@@ -207,7 +207,8 @@ async def test_budget_stops_retries_during_an_outage() -> None:
             await c.execute(text("SELECT 1"))
 
     for _ in range(50):
-        with pytest.raises(ConnectionRefusedError):
+        # asyncpg raises the OSError itself; psycopg reports libpq's refusal
+        with pytest.raises(ConnectionRefusedError if PG_DRIVER == "asyncpg" else OperationalError):
             await retry_on_db_error(query, config=config)
     await engine.dispose()
     # without a budget: 50 calls x 5 attempts = 250; with it, retries stop once

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
-from tests.conftest import SECRET, create_password_user, require_server
+from tests.conftest import PG_SCHEME, SECRET, create_password_user, require_server
 from tests.proxy import TcpProxy, free_port
 from tests.servers import LIVE, READY, ROOT, Server, start_server
 
@@ -161,7 +161,7 @@ async def test_database_away_at_startup_then_back(
 
 
 def test_fail_fast_refuses_to_start(tmp_path: Path, servers: list[Server]) -> None:
-    url = f"postgresql://app:{SECRET}@127.0.0.1:{free_port()}/orders"
+    url = f"{PG_SCHEME}://app:{SECRET}@127.0.0.1:{free_port()}/orders"
     server = start_server(tmp_path, DB_URL=url, BENTO_TEST_FAIL_FAST="1")
     servers.append(server)
     returncode = server.process.wait(30)
@@ -217,7 +217,7 @@ def test_cli_check_and_info(orders_url: str) -> None:
     assert ":***@" in details["url"]
     if postgres:
         assert details["config"]["read_replica_urls"] == [replica.replace(SECRET, "***")]
-    down = _cli("check", "--timeout", "2", DB_URL=f"postgresql://app:{SECRET}@127.0.0.1:1/x")
+    down = _cli("check", "--timeout", "2", DB_URL=f"{PG_SCHEME}://app:{SECRET}@127.0.0.1:1/x")
     assert down.returncode == 1
     assert "error: database not reachable within 2 s" in down.stderr
     for result in (ok, info, down):

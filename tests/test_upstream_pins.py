@@ -19,6 +19,8 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
 from litestar_bento_db import DatabaseConfig, LoopBoundPool, create_async_engine_from_config
+from litestar_bento_db.drivers import driver_of_connection
+from litestar_bento_db.drivers.base import ProtocolDriver
 from litestar_bento_db.pool import connection_loop
 
 
@@ -108,17 +110,24 @@ async def test_driver_connections_expose_their_loop_and_transport(
             raw = await connection.get_raw_connection()
             dbapi = raw.dbapi_connection
             driver = dbapi.driver_connection  # type: ignore[union-attr]
+            adapter = driver_of_connection(dbapi)
+            where = f"litestar_bento_db/drivers/{adapter.name}.py"
             assert connection_loop(dbapi) is asyncio.get_running_loop(), (
                 f"{type(driver).__module__}: the connection no longer tells its event loop "
-                "(asyncmy 'loop', asyncpg '_loop'): see connection_loop() in pool.py"
+                f"(asyncmy 'loop', asyncpg '_loop', psycopg: async_creator_fn): see {where}"
             )
+            if not isinstance(adapter, ProtocolDriver):  # psycopg: libpq's own socket
+                assert callable(driver.pgconn.finish), where
+                assert driver.pgconn.socket >= 0, where
+                return
             transport = getattr(driver, "_transport", None)
             assert isinstance(transport, asyncio.Transport), (
-                f"{type(driver).__module__}: no '_transport' any more: _abandon() in pool.py "
+                f"{type(driver).__module__}: no '_transport' any more: abandon() in {where} "
                 "cannot close the socket of a connection whose loop is closed"
             )
             assert callable(getattr(transport, "_call_connection_lost", None)), (
-                "asyncio transports lost _call_connection_lost(): see _abandon() in pool.py"
+                "asyncio transports lost _call_connection_lost(): see ProtocolDriver.abandon() "
+                "in litestar_bento_db/drivers/base.py"
             )
             assert callable(getattr(driver, "terminate", None) or driver.close), (
                 "the driver connection can no longer be closed without awaiting"
@@ -139,7 +148,7 @@ def test_a_connection_of_a_closed_loop_gets_its_socket_closed(kind: str) -> None
     async def first() -> None:
         async with engine.connect() as connection:
             raw = await connection.get_raw_connection()
-            held["transport"] = raw.dbapi_connection.driver_connection._transport  # type: ignore[union-attr]
+            held["driver"] = raw.dbapi_connection.driver_connection  # type: ignore[union-attr]
 
     async def second() -> None:
         async with engine.connect() as connection:  # the pooled one belongs to a closed loop
@@ -148,11 +157,16 @@ def test_a_connection_of_a_closed_loop_gets_its_socket_closed(kind: str) -> None
 
     asyncio.run(first())
     asyncio.run(second())
-    transport = held["transport"]
+    driver = held["driver"]
+    transport = getattr(driver, "_transport", None)
+    if transport is None:  # psycopg: PQfinish closed libpq's socket
+        assert driver.closed
+        return
     assert transport.is_closing()
     assert transport.get_extra_info("socket").fileno() == -1, (
         "the socket of a connection whose loop was closed stayed open: asyncio's "
-        "transport._call_connection_lost() no longer closes it (see _abandon() in pool.py)"
+        "transport._call_connection_lost() no longer closes it (see ProtocolDriver.abandon() "
+        "in litestar_bento_db/drivers/base.py)"
     )
 
 
@@ -172,8 +186,8 @@ async def test_commits_go_through_the_dialects_do_commit(engine: Any) -> None:
     finally:
         dialect.do_commit = wrapped
     assert len(calls) == 1, (
-        "SQLAlchemy no longer commits through dialect.do_commit(): track_commits() "
-        "(resilience/classification.py) cannot mark errors raised during COMMIT"
+        "SQLAlchemy no longer commits through dialect.do_commit(): install() "
+        "(litestar_bento_db/instrumentation.py) cannot mark errors raised during COMMIT"
     )
 
 
@@ -208,7 +222,8 @@ async def test_what_the_first_statement_replay_and_the_closed_check_use(kind: st
             driver = fairy.dbapi_connection.driver_connection
             if kind == "mysql":
                 assert callable(getattr(driver._transport, "is_closing", None)), (
-                    f"asyncmy's transport can no longer tell it is closed: {where}"
+                    "asyncmy's transport can no longer tell it is closed: "
+                    "litestar_bento_db/drivers/asyncmy.py"
                 )
     finally:
         await engine.dispose()

@@ -2,29 +2,26 @@
 
 A :class:`DialectSettings` subclass is not an engine: it turns a
 :class:`~litestar_bento_db.DatabaseConfig` into the arguments of ``create_async_engine``
-(connect arguments, pool settings, statements for each new connection) and builds the
-``AsyncEngine`` from them. The subclasses keep the names of the usage guide:
-``PostgreSQLEngine``, ``MySQLEngine``, ``SQLiteEngine``.
+(the driver's connect arguments from its adapter, pool settings, statements for each
+new connection) and builds the ``AsyncEngine`` from them. The arguments carry this
+package's engine plugin, so an engine built from them by hand gets the same liveness
+checks, error handling and metrics (:mod:`litestar_bento_db.instrumentation`). The
+subclasses keep the names of the usage guide: ``PostgreSQLEngine``, ``MySQLEngine``,
+``SQLiteEngine``.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from typing import Any, ClassVar
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from litestar_bento_db.config import ConfigError, DatabaseConfig, DatabaseType
-from litestar_bento_db.liveness import watch_liveness
-from litestar_bento_db.metrics.instrument import instrument_engine
-from litestar_bento_db.resilience.classification import track_errors
+from litestar_bento_db.drivers import DRIVERS, Driver
+from litestar_bento_db.instrumentation import PLUGIN_NAME, SETTINGS_KWARG
 
 __all__ = ["DialectSettings"]
-
-#: seconds a liveness ping may take at most (less when ``connect_timeout`` is shorter)
-PING_TIMEOUT = 5.0
 
 
 class DialectSettings(ABC):
@@ -52,9 +49,14 @@ class DialectSettings(ABC):
             )
         self.config = config
 
-    @abstractmethod
+    @property
+    def driver(self) -> Driver:
+        """The adapter of the URL's driver (:mod:`litestar_bento_db.drivers`)."""
+        return DRIVERS[self.config.driver]
+
     def get_connect_args(self) -> dict[str, Any]:
-        """Keyword arguments for the driver's ``connect()``."""
+        """Keyword arguments for the driver's ``connect()`` (its adapter decides)."""
+        return self.driver.connect_args(self.config)
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments for ``create_async_engine``."""
@@ -64,40 +66,28 @@ class DialectSettings(ABC):
             "max_overflow": config.max_overflow,
             "pool_timeout": config.pool_timeout,
             "pool_recycle": config.pool_recycle,
-            # with checks_liveness, litestar_bento_db.liveness checks instead
-            "pool_pre_ping": config.pool_pre_ping and not self.checks_liveness,
+            # as configured; with checks_liveness the engine plugin hands it to
+            # litestar_bento_db.liveness instead of SQLAlchemy's pool
+            "pool_pre_ping": config.pool_pre_ping,
         }
 
     def get_engine_kwargs(self) -> dict[str, Any]:
-        """All keyword arguments for ``create_async_engine``."""
+        """All keyword arguments for ``create_async_engine``, this package's plugin too."""
         return {
             "echo": self.config.echo,
             "hide_parameters": self.config.hide_parameters,
             "connect_args": self.get_connect_args(),
             **self.get_pool_kwargs(),
+            "plugins": [PLUGIN_NAME],
+            SETTINGS_KWARG: self,
         }
 
     def on_connect(self, dbapi_connection: Any) -> None:  # noqa: B027 - optional hook
         """Prepare a new connection (session settings, pragmas); nothing by default."""
 
     def create_engine(self) -> AsyncEngine:
-        """Create the ``AsyncEngine`` with these settings and the ``on_connect`` hook."""
-        engine = create_async_engine(self.config.url, **self.get_engine_kwargs())
-
-        def _connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-            self.on_connect(dbapi_connection)
-
-        event.listen(engine.sync_engine, "connect", _connect)
-        track_errors(engine)
-        if self.checks_liveness:
-            config = self.config
-            watch_liveness(
-                engine,
-                pre_ping_idle=config.pre_ping_idle if config.pool_pre_ping else None,
-                ping_timeout=min(config.connect_timeout, PING_TIMEOUT),
-            )
-        instrument_engine(engine, self.config)
-        return engine
+        """Create the ``AsyncEngine`` from :meth:`get_engine_kwargs`."""
+        return create_async_engine(self.config.url, **self.get_engine_kwargs())
 
     @staticmethod
     def run_statements(dbapi_connection: Any, statements: list[str]) -> None:

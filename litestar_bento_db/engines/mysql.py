@@ -11,8 +11,6 @@ __all__ = ["MySQLEngine"]
 
 #: seconds the server's idle timeout is kept above ``pool_recycle``
 WAIT_TIMEOUT_MARGIN = 60
-#: seconds the client waits beyond ``command_timeout`` for the server's own time-limit error
-READ_TIMEOUT_MARGIN = 0.25
 
 
 class MySQLEngine(DialectSettings):
@@ -26,23 +24,6 @@ class MySQLEngine(DialectSettings):
 
     database_type = "mysql"
     checks_liveness = True
-
-    def get_connect_args(self) -> dict[str, Any]:
-        """Asyncmy ``connect()`` arguments.
-
-        ``read_timeout`` bounds each wait for the server: a statement over its limit gets
-        the server's own error first (just before), a silent network path this one.
-        """
-        config = self.config
-        args: dict[str, Any] = {
-            "connect_timeout": config.connect_timeout,
-            "charset": "utf8mb4",
-            "program_name": config.application_name,
-        }
-        if config.command_timeout > 0:
-            margin = min(READ_TIMEOUT_MARGIN, config.command_timeout / 10)
-            args["read_timeout"] = config.command_timeout + margin
-        return args
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments with the event-loop-safe pool."""

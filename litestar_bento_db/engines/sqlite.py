@@ -21,14 +21,6 @@ class SQLiteEngine(DialectSettings):
     database_type = "sqlite"
     supports_pool = False
 
-    def get_connect_args(self) -> dict[str, Any]:
-        """``sqlite3.connect()`` arguments (aiosqlite passes them through)."""
-        return {
-            "check_same_thread": False,
-            "timeout": self.config.connect_timeout,
-            "cached_statements": 100,
-        }
-
     def get_pool_kwargs(self) -> dict[str, Any]:
         """``NullPool`` for a file; ``StaticPool`` keeps an in-memory database alive."""
         if self.config.is_memory_sqlite:

@@ -34,19 +34,12 @@ from litestar_bento_db.resilience import (
     constraint_violation,
     is_database_error,
 )
+from litestar_bento_db.resilience.policy import policy_of
 
 __all__ = ["ErrorAnswer", "answer_for", "database_exception_handlers", "log_answer"]
 
 logger = logging.getLogger(__name__)
 
-UNAVAILABLE: Final = frozenset(
-    {ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT}
-)
-_DETAIL_UNAVAILABLE: Final = "The database is unavailable; nothing was changed. Retry later."
-_DETAIL_AMBIGUOUS: Final = (
-    "The database connection was lost while committing: the outcome is unknown. "
-    "Check before retrying a request that is not idempotent."
-)
 _KIND_NAMES: Final = {"unique": "unique", "foreign_key": "foreign key", "check": "check"}
 
 
@@ -74,13 +67,12 @@ class ErrorAnswer:
 
 
 def answer_for(exc: BaseException) -> ErrorAnswer:
-    """The answer to a database error (see the module's table)."""
+    """The answer to a database error: its category's policy, 409 for a violation."""
     category = DatabaseErrorClassifier.classify(exc)
     code = DatabaseErrorClassifier.error_code(exc)
-    if category in UNAVAILABLE:
-        return ErrorAnswer(503, _DETAIL_UNAVAILABLE, category, code)
-    if category is ErrorCategory.AMBIGUOUS:
-        return ErrorAnswer(503, _DETAIL_AMBIGUOUS, category, code)
+    policy = policy_of(category)
+    if policy.status == 503:
+        return ErrorAnswer(503, policy.detail or "Service Unavailable", category, code)
     violation = constraint_violation(exc)
     if violation is not None:
         kind = _KIND_NAMES[violation.kind]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool
 
@@ -106,7 +107,7 @@ class EngineMetrics:
     """SQLAlchemy's dialect name (``system`` refines it once connected)."""
     namespace: str
     """``db.namespace``: the database name."""
-    engine: weakref.ref[AsyncEngine] = field(repr=False)
+    engine: weakref.ref[Engine] = field(repr=False)
     open: int = 0
     """Connections open (idle or used)."""
     used: int = 0
@@ -210,7 +211,7 @@ class MetricsRegistry:
         self.sinks: list[Sink] = []
         """Receive every histogram sample of every engine (the OpenTelemetry exporter)."""
 
-    def add(self, metrics: EngineMetrics, engine: AsyncEngine) -> None:
+    def add(self, metrics: EngineMetrics, engine: Engine) -> None:
         """Measure ``engine`` until it is garbage-collected."""
         key = id(metrics)
         with self._lock:
@@ -228,9 +229,10 @@ class MetricsRegistry:
             current = list(self._strong.values())
         return iter(current)
 
-    def for_engine(self, engine: AsyncEngine) -> EngineMetrics | None:
-        """The metrics of ``engine``, if it is measured."""
-        return next((m for m in self.engines() if m.engine() is engine), None)
+    def for_engine(self, engine: AsyncEngine | Engine) -> EngineMetrics | None:
+        """The metrics of ``engine`` (async or sync), if it is measured."""
+        sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+        return next((m for m in self.engines() if m.engine() is sync_engine), None)
 
     def by_pool_name(self) -> dict[str, list[EngineMetrics]]:
         """Engines grouped by pool name (two engines may share one: their figures add up)."""

@@ -3,9 +3,10 @@
 Pool events (``connect``, ``checkout``, ``checkin``, ``close``, ``detach``,
 ``invalidate``) keep the open and used counts exact across ``dispose()``, drains,
 invalidation and other-loop discards; ``do_connect`` starts the clock for
-``create_time``. Statement durations come from wrapping the dialect's ``do_execute``
-family (one engine's own dialect), as commit tracking wraps ``do_commit``: engine
-events would make every statement dispatch its (empty) execution events.
+``create_time``. Statement and COMMIT durations come from layers around the dialect's
+``do_execute`` family and ``do_commit``, which
+:func:`litestar_bento_db.instrumentation.install` puts in place (engine-level execution
+events would make every statement dispatch its, otherwise empty, events).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Engine, event
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from litestar_bento_db.config import DatabaseConfig
@@ -27,7 +27,10 @@ from litestar_bento_db.metrics.leaks import watch_leaks
 from litestar_bento_db.pool import LoopBoundPool
 from litestar_bento_db.resilience.classification import DatabaseErrorClassifier
 
-__all__ = ["instrument_engine"]
+__all__ = ["Layer", "commit_timer", "instrument_engine", "statement_timer"]
+
+#: wraps one dialect call (``do_execute``, ``do_commit``, ...) in another of the same shape
+Layer = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 logger = logging.getLogger("litestar_bento_db.statements")
 
@@ -55,8 +58,8 @@ def _error_type(error: BaseException) -> str:
     return str(code) if code is not None else type(error).__name__
 
 
-def _watch_pool(engine: AsyncEngine, metrics: EngineMetrics) -> None:
-    target = engine.sync_engine
+def _watch_pool(engine: Engine, metrics: EngineMetrics) -> None:
+    target = engine
 
     def do_connect(_dialect: Any, record: ConnectionPoolEntry, *_args: Any) -> None:
         record.info[_STARTED] = time.perf_counter()
@@ -125,58 +128,62 @@ def _timed(
     return timed
 
 
-def _time_statements(engine: AsyncEngine, metrics: EngineMetrics | None, slow: float) -> None:
-    """Time statements (and COMMITs, into ``metrics``); log those over ``slow`` seconds."""
-    dialect = engine.sync_engine.dialect
-    for name in ("do_execute", "do_execute_no_params", "do_executemany"):
-        setattr(dialect, name, _timed(getattr(dialect, name), metrics, slow))
-    if metrics is None:  # slow-statement logging alone: it does not look at COMMIT
-        return
-    do_commit = dialect.do_commit
+def statement_timer(metrics: EngineMetrics | None, slow: float) -> Layer | None:
+    """The layer timing statements into ``metrics``, logging those over ``slow`` seconds.
 
-    def timed_commit(dbapi_connection: Any) -> None:
-        started = time.perf_counter()
-        error = ""
-        try:
-            do_commit(dbapi_connection)
-        except BaseException as exc:
-            error = _error_type(exc)
-            raise
-        finally:
-            metrics.operation("COMMIT", error, time.perf_counter() - started)
+    None when neither is asked for.
+    """
+    if metrics is None and not slow:
+        return None
+    return lambda call: _timed(call, metrics, slow)
 
-    dialect.do_commit = timed_commit  # type: ignore[method-assign]
+
+def commit_timer(metrics: EngineMetrics | None) -> Layer | None:
+    """The layer timing COMMITs into ``metrics`` (slow-statement logging skips them)."""
+    if metrics is None:
+        return None
+
+    def layer(do_commit: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_commit(dbapi_connection: Any) -> None:
+            started = time.perf_counter()
+            error = ""
+            try:
+                do_commit(dbapi_connection)
+            except BaseException as exc:
+                error = _error_type(exc)
+                raise
+            finally:
+                metrics.operation("COMMIT", error, time.perf_counter() - started)
+
+        return timed_commit
+
+    return layer
 
 
 def instrument_engine(
-    engine: AsyncEngine, config: DatabaseConfig, registry: MetricsRegistry = REGISTRY
+    engine: Engine, config: DatabaseConfig, registry: MetricsRegistry = REGISTRY
 ) -> EngineMetrics | None:
-    """Measure ``engine`` as ``config`` asks.
+    """Measure ``engine``'s pool as ``config`` asks, and watch for leaks.
 
-    Pool figures and statement durations (``metrics``), slow statements
-    (``slow_statement_threshold``), connections held too long
-    (``leak_detection_threshold``).
+    Pool figures (``metrics``) and connections held too long
+    (``leak_detection_threshold``); statement timing is the layers above.
 
     Returns:
         The engine's metrics (also listed in ``registry``), or None with metrics off.
     """
-    slow = config.slow_statement_threshold
     if config.leak_detection_threshold > 0:
         watch_leaks(engine, config.leak_detection_threshold)
     if not config.metrics:
-        if slow:  # slow-statement logging alone
-            _time_statements(engine, None, slow)
         return None
     metrics = _detached_metrics(engine, config)
     _watch_pool(engine, metrics)
     if isinstance(engine.pool, LoopBoundPool):
         engine.pool.observer = metrics
-    _time_statements(engine, metrics, slow)
     registry.add(metrics, engine)
     return metrics
 
 
-def _detached_metrics(engine: AsyncEngine, config: DatabaseConfig) -> EngineMetrics:
+def _detached_metrics(engine: Engine, config: DatabaseConfig) -> EngineMetrics:
     return EngineMetrics(
         pool_name=config.metrics_pool_name,
         dialect_name=engine.dialect.name,

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import greenlet
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Engine, event
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 __all__ = ["CURRENT_ROUTE", "watch_leaks"]
@@ -76,7 +75,7 @@ def _report(checkout: _Checkout, threshold: float) -> None:
     )
 
 
-def watch_leaks(engine: AsyncEngine, threshold: float) -> None:
+def watch_leaks(engine: Engine, threshold: float) -> None:
     """Report ``engine``'s connections checked out longer than ``threshold`` seconds."""
 
     def checkout(_dbapi: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
@@ -101,6 +100,6 @@ def watch_leaks(engine: AsyncEngine, threshold: float) -> None:
                 taken.route or "outside a request",
             )
 
-    event.listen(engine.sync_engine, "checkout", checkout)
-    event.listen(engine.sync_engine, "checkin", returned)
-    event.listen(engine.sync_engine, "detach", returned)
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", returned)
+    event.listen(engine, "detach", returned)

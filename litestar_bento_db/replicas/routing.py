@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from litestar_bento_db.replicas.replica_set import Replica, ReplicaSet
 from litestar_bento_db.resilience import DatabaseErrorClassifier, ErrorCategory
+from litestar_bento_db.resilience.classification import code_entry, reported
 
 __all__ = ["ReplicaRouting", "is_read", "primary_only", "route_reads", "stick_to_primary"]
 
@@ -56,9 +57,6 @@ T = TypeVar("T")
 #: SQLSTATE of a write refused by a hot standby ("cannot execute ... in a read-only
 #: transaction")
 _READ_ONLY = "25006"
-#: SQLSTATEs of a replica that cannot serve now: shutting down or starting up, too many
-#: connections (connection errors are recognised by their category)
-_UNAVAILABLE = frozenset({"57P03", "53300"})
 
 
 def is_read(clause: Any) -> bool:
@@ -181,11 +179,13 @@ class ReplicaRouting(Session):
         return False
 
     def _falls_back(self, replica: Replica, error: Exception) -> bool:
-        code = DatabaseErrorClassifier.error_code(error)
-        if code == _READ_ONLY:
+        report = reported(error)
+        if report is not None and report.code == _READ_ONLY:
             self._primary_only = True
             return True
-        if code in _UNAVAILABLE or DatabaseErrorClassifier.classify(error) is (
+        entry = code_entry(report) if report is not None else None
+        # a replica that cannot serve now (starting, stopping, full) or cannot be reached
+        if (entry is not None and entry.unavailable) or DatabaseErrorClassifier.classify(error) is (
             ErrorCategory.CONNECTION
         ):
             self._primary_only = True

@@ -6,11 +6,10 @@ from litestar_bento_db.resilience.classification import (
     DatabaseErrorClassifier,
     is_database_error,
     is_database_error_retryable,
-    track_commits,
-    track_errors,
 )
 from litestar_bento_db.resilience.codes import ErrorCategory
 from litestar_bento_db.resilience.constraints import ConstraintViolation, constraint_violation
+from litestar_bento_db.resilience.policy import POLICIES, CategoryPolicy
 from litestar_bento_db.resilience.retry import (
     DEFAULT_RETRY_BUDGET,
     Attempt,
@@ -24,7 +23,9 @@ from litestar_bento_db.resilience.retry import (
 
 __all__ = [
     "DEFAULT_RETRY_BUDGET",
+    "POLICIES",
     "Attempt",
+    "CategoryPolicy",
     "ConstraintViolation",
     "DatabaseErrorClassifier",
     "ErrorCategory",
@@ -37,6 +38,4 @@ __all__ = [
     "is_database_error_retryable",
     "retry_on_db_error",
     "retryable",
-    "track_commits",
-    "track_errors",
 ]

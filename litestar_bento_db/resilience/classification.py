@@ -1,34 +1,35 @@
 """Classify database errors by what the driver reports, through SQLAlchemy's wrapping.
 
-The decision rests on asyncpg's SQLSTATE, asyncmy's error number, SQLite's result code,
-SQLAlchemy's ``connection_invalidated`` and pool ``TimeoutError``, and ``OSError`` at
-connect time; never on class names (SQLAlchemy raises the same ``DBAPIError`` for a
-PostgreSQL deadlock and a wrong password) and never on message text alone (the one
-refinement by message, ``POSTGRES_REFINEMENTS``, applies within its code).
+The decision rests on the code each driver's adapter finds
+(:mod:`litestar_bento_db.drivers`: PostgreSQL's SQLSTATE, MySQL's error number, SQLite's
+result code), SQLAlchemy's ``connection_invalidated`` and pool ``TimeoutError``, and
+``OSError`` at connect time; never on class names (SQLAlchemy raises the same
+``DBAPIError`` for a PostgreSQL deadlock and a wrong password) and never on message text
+alone (the one refinement by message, ``POSTGRES_REFINEMENTS``, applies within its code;
+psycopg's connection failures, which libpq reports without a SQLSTATE, are read by its
+adapter).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Final
 
-from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db._counters import COUNTERS
+from litestar_bento_db.drivers import Reported, driver_of_error
 from litestar_bento_db.resilience.codes import (
     MYSQL_ERRNOS,
     POSTGRES_REFINEMENTS,
     POSTGRES_SQLSTATE_CLASSES,
     POSTGRES_SQLSTATES,
     SQLITE_CODES,
+    Code,
     ErrorCategory,
 )
+from litestar_bento_db.resilience.policy import policy_of, retryable_categories
 
 __all__ = [
     "DatabaseErrorClassifier",
@@ -38,11 +39,11 @@ __all__ = [
     "is_database_error",
     "is_database_error_retryable",
     "is_driver_error",
+    "mark_commit_error",
     "mark_database_error",
+    "on_handle_error",
     "reported",
     "retryable_categories",
-    "track_commits",
-    "track_errors",
 ]
 
 #: attribute set on an exception raised while a COMMIT was in flight
@@ -65,83 +66,42 @@ def error_chain(exc: BaseException) -> Iterator[BaseException]:
         todo.extend([getattr(current, "orig", None), current.__cause__])
 
 
-def _driver(exc: BaseException) -> str:
-    return type(exc).__module__.split(".")[0]
-
-
-_DRIVERS: Final = frozenset({"asyncpg", "asyncmy"})
-
-
 def is_driver_error(exc: BaseException) -> bool:
-    """Whether ``exc`` itself is an error class of asyncpg or asyncmy."""
-    return _driver(exc) in _DRIVERS
-
-
-@dataclass(frozen=True)
-class Reported:
-    """What the database reported: which driver, its code, the message, the error."""
-
-    driver: str
-    """``"asyncpg"``, ``"asyncmy"`` or ``"sqlite"``."""
-    code: str | int
-    """SQLSTATE (asyncpg), error number (asyncmy), primary result code (SQLite)."""
-    message: str
-    """The driver's message (may contain values: never show it to clients)."""
-    error: BaseException
-    """The driver's exception."""
-    extended_code: int | None = None
-    """SQLite's extended result code (which constraint failed)."""
+    """Whether ``exc`` itself is an error class of a supported driver."""
+    return driver_of_error(exc) is not None
 
 
 def reported(exc: BaseException) -> Reported | None:
     """The first code a driver reported in the exception chain, if any."""
     for current in error_chain(exc):
-        driver = _driver(current)
-        message = str(current.args[0]) if current.args else ""
-        if driver == "asyncmy" and current.args and isinstance(current.args[0], int):
-            message = str(current.args[1]) if len(current.args) > 1 else ""
-            return Reported("asyncmy", current.args[0], message, current)
-        if isinstance(current, sqlite3.Error) and current.sqlite_errorcode is not None:
-            code = current.sqlite_errorcode
-            return Reported("sqlite", code & 0xFF, message, current, code)
-        sqlstate = getattr(current, "sqlstate", None)
-        if isinstance(sqlstate, str) and driver in ("asyncpg", "sqlalchemy"):
-            return Reported("asyncpg", sqlstate, message, current)
+        driver = driver_of_error(current)
+        report = driver.report(current) if driver is not None else None
+        if report is not None:
+            return report
     return None
 
 
+def code_entry(report: Reported) -> Code | None:
+    """The code table's entry for what the database reported, if the code is listed."""
+    if report.database == "mysql":
+        return MYSQL_ERRNOS.get(int(report.code))
+    if report.database == "sqlite":
+        return SQLITE_CODES.get(int(report.code))
+    return POSTGRES_SQLSTATES.get(str(report.code))
+
+
 def _category_of(report: Reported) -> ErrorCategory | None:
-    code = report.code
-    if report.driver == "asyncmy":
-        entry = MYSQL_ERRNOS.get(int(code))
-    elif report.driver == "sqlite":
-        entry = SQLITE_CODES.get(int(code))
-    else:
-        sqlstate = str(code)
+    if report.database == "postgresql":
+        sqlstate = str(report.code)
         for (refined_code, prefix), refined in POSTGRES_REFINEMENTS.items():
             if sqlstate == refined_code and report.message.startswith(prefix):
                 return refined
-        entry = POSTGRES_SQLSTATES.get(sqlstate)
+        entry = code_entry(report)
         if entry is None:
             return POSTGRES_SQLSTATE_CLASSES.get(sqlstate[:2])
-    return entry[0] if entry else None
-
-
-def retryable_categories(
-    *, idempotent: bool = False, retry_timeouts: bool = False
-) -> frozenset[ErrorCategory]:
-    """The categories worth another attempt.
-
-    Args:
-        idempotent: The operation may safely run twice (AMBIGUOUS is retried too).
-        retry_timeouts: Statements cancelled by the time limit are retried too.
-    """
-    categories = {ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION}
-    if idempotent:
-        categories.add(ErrorCategory.AMBIGUOUS)
-    if retry_timeouts:
-        categories.add(ErrorCategory.TIMEOUT)
-    return frozenset(categories)
+        return entry.category
+    entry = code_entry(report)
+    return entry.category if entry else None
 
 
 class DatabaseErrorClassifier:
@@ -208,7 +168,6 @@ def is_database_error(exc: BaseException) -> bool:
         isinstance(error, sa_exc.SQLAlchemyError)
         or getattr(error, DATABASE_ERROR_ATTR, False)
         or is_driver_error(error)
-        or isinstance(error, sqlite3.Error)
         for error in error_chain(exc)
     )
 
@@ -219,56 +178,36 @@ def mark_database_error(error: BaseException) -> None:
         setattr(error, DATABASE_ERROR_ATTR, True)
 
 
-def _on_error(context: ExceptionContext) -> None:
+def on_handle_error(context: ExceptionContext) -> None:
+    """SQLAlchemy's ``handle_error`` event for every engine built here.
+
+    Marks the errors SQLAlchemy does not wrap (asyncpg's ``command_timeout`` raises a
+    bare ``TimeoutError``) as database errors, counts failed COMMITs, and replaces the
+    connection when its category's policy says its state is unknown afterwards (a
+    statement the driver stopped waiting for), even where SQLAlchemy saw no disconnect.
+    Only that connection: the pool's others answered recently.
+    """
     original = context.original_exception
     if context.sqlalchemy_exception is None:
         mark_database_error(original)
+    error = context.sqlalchemy_exception or original
+    category = DatabaseErrorClassifier.classify(error)
     if getattr(original, DURING_COMMIT_ATTR, False):
-        error = context.sqlalchemy_exception or original
-        COUNTERS.commit_failure(DatabaseErrorClassifier.classify(error).value)
-    if isinstance(original, TimeoutError) and context.connection is not None:
-        # the driver gave up waiting (asyncpg command_timeout): whether the server is
-        # slow or gone, the connection's state is unknown; use a new one. Only this one:
-        # the pool's other connections answered recently.
+        COUNTERS.commit_failure(category.value)
+    if (
+        context.connection is not None
+        and not context.is_disconnect
+        and policy_of(category).replaces_connection
+    ):
         context.is_disconnect = True
         context.invalidate_pool_on_disconnect = False
 
 
-def track_errors(engine: AsyncEngine) -> None:
-    """Mark the errors the engine's driver raises unwrapped, and those raised in COMMIT.
+def mark_commit_error(error: BaseException) -> None:
+    """Mark an error raised while a COMMIT was in flight.
 
-    SQLAlchemy's ``handle_error`` event marks statement errors SQLAlchemy does not wrap
-    (asyncpg's ``command_timeout`` raises a bare ``TimeoutError``), and invalidates the
-    connection whose statement the driver stopped waiting for; see :func:`track_commits`
-    for COMMIT.
+    A lost connection then classifies AMBIGUOUS (:meth:`DatabaseErrorClassifier.classify`).
     """
-    event.listen(engine.sync_engine, "handle_error", _on_error)
-    track_commits(engine)
-
-
-def track_commits(engine: AsyncEngine) -> None:
-    """Mark errors raised while a COMMIT is in flight, so they classify as AMBIGUOUS.
-
-    The engine's dialect (one per engine) sends the COMMIT through ``do_commit``; the
-    error it raises is marked and SQLAlchemy wraps it as usual. A wrapper around that
-    one method rather than engine events: listeners on an engine make every statement
-    of every connection dispatch its (empty) execution events too.
-    """
-    dialect = engine.sync_engine.dialect
-    do_commit = dialect.do_commit
-
-    def do_commit_marking_errors(dbapi_connection: Any) -> None:
-        try:
-            do_commit(dbapi_connection)
-        except BaseException as error:
-            _mark(error)
-            raise
-
-    dialect.do_commit = do_commit_marking_errors  # type: ignore[method-assign]
-
-
-def _mark(error: Any) -> None:
-    if error is not None:
-        with contextlib.suppress(AttributeError):  # an exception type with __slots__
-            setattr(error, DURING_COMMIT_ATTR, True)
-            setattr(error, DATABASE_ERROR_ATTR, True)
+    with contextlib.suppress(AttributeError):  # an exception type with __slots__
+        setattr(error, DURING_COMMIT_ATTR, True)
+        setattr(error, DATABASE_ERROR_ATTR, True)

@@ -1,0 +1,162 @@
+"""Everything this package adds to an engine, installed in one place, in one order.
+
+:func:`install` runs for every engine built from
+:class:`~litestar_bento_db.engines.DialectSettings` (the primary, replicas, their checks,
+the CLI's), and for an engine a user builds with
+``create_async_engine(url, **settings.get_engine_kwargs())``: those arguments carry the
+SQLAlchemy engine plugin :class:`EnginePlugin`, whose ``engine_created`` hook calls it.
+
+In this order:
+
+1. ``connect`` (pool event): the dialect settings' ``on_connect`` (session settings,
+   pragmas) on each new connection.
+2. ``handle_error`` (dialect event): errors marked, failed COMMITs counted, the
+   connection replaced where the category's policy says so
+   (:func:`~litestar_bento_db.resilience.classification.on_handle_error`).
+3. Liveness (where the settings check it): ``checkout``/``checkin`` pool events that
+   check connections without I/O and ping idle ones
+   (:func:`~litestar_bento_db.liveness.watch_checkouts`).
+4. Pool metrics and leak detection (pool events, as the config asks).
+5. ``do_execute``, ``do_execute_no_params``, ``do_executemany`` (dialect events): one
+   listener each, running the statement through its layers, outermost first: timing
+   and slow-statement logging, then the first-statement replay, then the driver's
+   client-side time limit where it has none of its own (:meth:`Driver.guard`: psycopg),
+   then the dialect's own method.
+6. ``do_commit``, which has no event: the dialect's method wrapped once, outermost first:
+   timing, then marking an error raised in flight (so a lost COMMIT is AMBIGUOUS), then
+   the driver's time limit.
+
+With nothing to add to a call (metrics and liveness off) no listener is installed for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import Engine, event
+from sqlalchemy.dialects import plugins
+from sqlalchemy.engine import URL, CreateEnginePlugin
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from litestar_bento_db.liveness import replaying, watch_checkouts
+from litestar_bento_db.metrics.instrument import (
+    Layer,
+    commit_timer,
+    instrument_engine,
+    statement_timer,
+)
+from litestar_bento_db.resilience.classification import mark_commit_error, on_handle_error
+
+if TYPE_CHECKING:
+    from litestar_bento_db.engines.base import DialectSettings
+
+__all__ = ["PLUGIN_NAME", "SETTINGS_KWARG", "EnginePlugin", "install"]
+
+#: the name under which :class:`EnginePlugin` is registered with SQLAlchemy
+PLUGIN_NAME: Final = "litestar_bento_db"
+#: the ``create_engine`` keyword that hands the plugin its ``DialectSettings``
+SETTINGS_KWARG: Final = "bento_settings"
+#: seconds a liveness ping may take at most (less when ``connect_timeout`` is shorter)
+PING_TIMEOUT: Final = 5.0
+_EXECUTE_CALLS: Final = ("do_execute", "do_execute_no_params", "do_executemany")
+
+
+def _handled(call: Callable[..., Any]) -> Callable[..., bool]:
+    """A ``do_execute*`` listener that runs the call itself (True: SQLAlchemy does not)."""
+
+    def listener(cursor: Any, statement: str, *args: Any) -> bool:
+        call(cursor, statement, *args)
+        return True
+
+    return listener
+
+
+def _layered(call: Callable[..., Any], layers: list[Layer]) -> Callable[..., Any]:
+    """``call`` inside ``layers`` (the first in the list is the outermost)."""
+    for layer in reversed(layers):
+        call = layer(call)
+    return call
+
+
+def _marking_commit(do_commit: Callable[..., Any]) -> Callable[..., Any]:
+    def do_commit_marking_errors(dbapi_connection: Any) -> None:
+        try:
+            do_commit(dbapi_connection)
+        except BaseException as error:
+            mark_commit_error(error)
+            raise
+
+    return do_commit_marking_errors
+
+
+def install(engine: Engine, settings: DialectSettings) -> None:
+    """Add this package's behaviour to ``engine``, in the order the module describes.
+
+    Args:
+        engine: A new engine (the sync one behind an ``AsyncEngine``).
+        settings: The dialect settings it was built from.
+    """
+    config = settings.config
+
+    def connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        settings.on_connect(dbapi_connection)
+
+    event.listen(engine, "connect", connect)
+    event.listen(engine, "handle_error", on_handle_error)
+    execute_layers: list[Layer] = []
+    if settings.checks_liveness:
+        pre_ping_idle = config.pre_ping_idle if config.pool_pre_ping else None
+        watch_checkouts(engine, pre_ping_idle, min(config.connect_timeout, PING_TIMEOUT))
+    metrics = instrument_engine(engine, config)
+    timer = statement_timer(metrics, config.slow_statement_threshold)
+    if timer is not None:
+        execute_layers.append(timer)
+    if settings.checks_liveness:
+        execute_layers.append(replaying(engine))
+    dialect = engine.dialect
+    driver = settings.driver
+    for name in _EXECUTE_CALLS:
+        call = getattr(dialect, name)
+        call = driver.guard(call, config, commit=False) or call
+        if execute_layers or call is not getattr(dialect, name):
+            event.listen(engine, name, _handled(_layered(call, execute_layers)))
+    do_commit = driver.guard(dialect.do_commit, config, commit=True) or dialect.do_commit
+    commit_layers = [layer for layer in (commit_timer(metrics),) if layer is not None]
+    commit_layers.append(_marking_commit)
+    dialect.do_commit = _layered(do_commit, commit_layers)  # type: ignore[method-assign]
+
+
+class EnginePlugin(CreateEnginePlugin):
+    """SQLAlchemy's engine-plugin hook: :func:`install` on every engine built from them.
+
+    :meth:`DialectSettings.get_engine_kwargs` names it (``plugins=["litestar_bento_db"]``).
+    It also turns SQLAlchemy's own ``pool_pre_ping`` off where the settings check
+    liveness themselves (the kwargs report ``pool_pre_ping`` as configured).
+    """
+
+    def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
+        settings = kwargs.pop(SETTINGS_KWARG, None)
+        if settings is None:
+            raise TypeError(
+                f"the {PLUGIN_NAME!r} engine plugin needs {SETTINGS_KWARG}=<DialectSettings>: "
+                "pass **settings.get_engine_kwargs() to create_async_engine()"
+            )
+        self.settings: DialectSettings = settings
+        super().__init__(url, kwargs)
+
+    def update_url(self, url: URL) -> URL:
+        """The URL unchanged: the plugin takes nothing from it."""
+        return url
+
+    def handle_pool_kwargs(self, pool_cls: type, pool_args: dict[str, Any]) -> None:
+        """SQLAlchemy's pre-ping gives way to the liveness checks."""
+        if self.settings.checks_liveness:
+            pool_args["pre_ping"] = False
+
+    def engine_created(self, engine: Engine) -> None:
+        """Install everything on the new engine."""
+        install(engine, self.settings)
+
+
+plugins.register(PLUGIN_NAME, __name__, "EnginePlugin")
