@@ -24,21 +24,24 @@ services:
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-prometheus.sh
 
+# The suite on asyncpg, then its PostgreSQL part again on psycopg (TEST_PG_DRIVER).
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
+PYTEST_BOTH = for driver in asyncpg psycopg; do \
+	TEST_PG_DRIVER=$$driver $(1)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make: pytest collected no tests ($$driver)" >&2; exit 1; fi; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	done
+
 test: install services
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
-	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
-	exit $$status
+	@$(call PYTEST_BOTH,$(VENV))
 
 # the same suite on the lowest versions pyproject.toml allows for every direct dependency
 test-lowest: install services
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
 	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
-	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python | grep -iE '^(litestar|advanced-alchemy|sqlalchemy|asyncpg|asyncmy|aiosqlite|msgspec|greenlet|pytest|pytest-asyncio)=='
-	@$(LOWEST)/bin/python -m pytest $(PYTEST_ARGS); status=$$?; \
-	if [ $$status -eq 5 ]; then echo "make test-lowest: pytest collected no tests" >&2; exit 1; fi; \
-	exit $$status
+	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python | grep -iE '^(litestar|advanced-alchemy|sqlalchemy|asyncpg|psycopg|psycopg-binary|asyncmy|aiosqlite|msgspec|greenlet|pytest|pytest-asyncio)=='
+	@$(call PYTEST_BOTH,$(LOWEST))
 
 check: install
 	$(BIN)/ruff check .
