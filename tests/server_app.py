@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 from litestar import Litestar, get, post
@@ -50,4 +51,20 @@ def state() -> dict[str, object]:
     }
 
 
-app = Litestar(route_handlers=[create_order, state], plugins=[plugin])
+def record_shutdown() -> None:
+    """Append this worker's drain result to ``BENTO_TEST_SHUTDOWN_LOG`` (runs after the drain).
+
+    Plain file I/O: log records queued at shutdown can be lost when uvicorn re-raises
+    SIGTERM and the process dies before Litestar's queue listener writes them.
+    """
+    path = os.environ.get("BENTO_TEST_SHUTDOWN_LOG")
+    stats = plugin.runtime.drain_stats
+    if path:
+        line = {"pid": os.getpid(), "drain": dict(stats) if stats else None}
+        with open(path, "a") as sink:
+            sink.write(json.dumps(line) + "\n")
+
+
+app = Litestar(
+    route_handlers=[create_order, state], plugins=[plugin], on_shutdown=[record_shutdown]
+)
