@@ -98,6 +98,18 @@ class App:
     sections: tuple[str, ...] = (WRK, INSTRUCTIONS, ROUND_TRIPS)
     replica: str | None = None
     """The replica URL it is given (as ``BENCH_REPLICA_URL``), if any."""
+    driver: str = "asyncpg"
+    """The PostgreSQL driver of the URL it is given (``BENCH_URL``)."""
+
+    def url(self, url: str) -> str:
+        """``url`` with this app's driver."""
+        if self.driver == "asyncpg":
+            return url
+        return (
+            make_url(url)
+            .set(drivername=f"postgresql+{self.driver}")
+            .render_as_string(hide_password=False)
+        )
 
 
 BASELINE = "baseline"
@@ -135,6 +147,21 @@ APPS = (
         replica=NOT_A_REPLICA,
     ),
     App("raw", "raw asyncpg handler (floor)", "benchmarks.apps.raw:app"),
+    # the second PostgreSQL driver: counted, not timed (wrk compares the asyncpg apps)
+    App(
+        "baseline-psycopg",
+        "hand-written app on psycopg 3",
+        "benchmarks.apps.baseline:app",
+        sections=(INSTRUCTIONS, ROUND_TRIPS),
+        driver="psycopg",
+    ),
+    App(
+        "ours-psycopg",
+        "ours on psycopg 3",
+        "benchmarks.apps.ours:app",
+        sections=(INSTRUCTIONS, ROUND_TRIPS),
+        driver="psycopg",
+    ),
 )
 APP_KEYS = tuple(app.key for app in APPS)
 LABELS = {app.key: app.label for app in APPS}
@@ -238,7 +265,9 @@ def serving(
 ) -> Iterator[Server]:
     """Run ``app`` until the block ends; ready once ``GET /items/1`` answers 200."""
     port = free_port()
-    process = start(app.target, port, url, app.env, prefix=prefix, replica=replica or app.replica)
+    process = start(
+        app.target, port, app.url(url), app.env, prefix=prefix, replica=replica or app.replica
+    )
     try:
         wait_for(port, "/items/1", timeout=timeout, process=process)
         yield Server(app, port, process)

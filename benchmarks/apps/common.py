@@ -31,14 +31,21 @@ POOL_SIZE, MAX_OVERFLOW, PRE_PING = 10, 10, True
 #: this package's default; asyncpg arms a timer for every statement; 0 for none) and jit off
 COMMAND_TIMEOUT = float(os.environ.get("BENCH_COMMAND_TIMEOUT", "60"))
 SERVER_SETTINGS = {"jit": "off"}
+#: psycopg's equivalent: the same settings as startup options (its statement time limit
+#: is the server's; this package adds a client-side timer for stalls on top)
+PSYCOPG_OPTIONS = " ".join(
+    [f"-c {name}={value}" for name, value in SERVER_SETTINGS.items()]
+    + ([f"-c statement_timeout={round(COMMAND_TIMEOUT * 1000)}"] if COMMAND_TIMEOUT else [])
+)
 POOL: dict[str, object] = {
     "pool_size": POOL_SIZE,
     "max_overflow": MAX_OVERFLOW,
     "pool_pre_ping": PRE_PING,
-    "connect_args": {
-        "command_timeout": COMMAND_TIMEOUT or None,
-        "server_settings": SERVER_SETTINGS,
-    },
+    "connect_args": (
+        {"options": PSYCOPG_OPTIONS}
+        if URL.startswith("postgresql+psycopg")
+        else {"command_timeout": COMMAND_TIMEOUT or None, "server_settings": SERVER_SETTINGS}
+    ),
 }
 ROWS = 1000
 PAGE = 20
