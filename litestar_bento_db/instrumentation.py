@@ -117,10 +117,11 @@ def install(engine: Engine, settings: DialectSettings) -> None:
     dialect = engine.dialect
     driver = settings.driver
     for name in _EXECUTE_CALLS:
-        call = getattr(dialect, name)
-        call = driver.guard(call, config, commit=False) or call
-        if execute_layers or call is not getattr(dialect, name):
-            event.listen(engine, name, _handled(_layered(call, execute_layers)))
+        guarded = driver.guard(getattr(dialect, name), config, commit=False)
+        if guarded is None and not execute_layers:
+            continue  # nothing to add: SQLAlchemy calls the dialect's method itself
+        call = guarded or getattr(dialect, name)
+        event.listen(engine, name, _handled(_layered(call, execute_layers)))
     do_commit = driver.guard(dialect.do_commit, config, commit=True) or dialect.do_commit
     commit_layers = [layer for layer in (commit_timer(metrics),) if layer is not None]
     commit_layers.append(_marking_commit)

@@ -185,3 +185,22 @@ def test_engine_has_no_statement_level_listeners(url: str) -> None:
     # execution events; the on_connect hook and commit tracking must not need them
     engine = get_engine_for_config(DatabaseConfig(url=url)).create_engine()
     assert engine.sync_engine._has_events is False
+
+
+@pytest.mark.parametrize(
+    ("url", "metrics", "expected"),
+    [
+        ("postgresql://u@h/db", True, 1),  # timing and the first-statement replay
+        ("postgresql+psycopg://u@h/db", False, 1),  # replay and psycopg's stall timer
+        ("mysql://u@h/db", False, 1),  # replay
+        ("sqlite:///x.db", True, 1),  # timing
+        ("sqlite:///x.db", False, 0),  # nothing to add
+    ],
+)
+def test_one_execute_listener_per_call_or_none(url: str, metrics: bool, expected: int) -> None:
+    """instrumentation.install() puts one layered listener on each do_execute* event."""
+    engine = get_engine_for_config(DatabaseConfig(url=url, metrics=metrics)).create_engine()
+    dispatch = engine.sync_engine.dialect.dispatch
+    for name in ("do_execute", "do_execute_no_params", "do_executemany"):
+        assert len(getattr(dispatch, name)) == expected, name
+    assert len(dispatch.handle_error) == 1
