@@ -94,10 +94,11 @@ async def _retire_pool(engine: AsyncEngine) -> Pool:
 def _force_close(pool: Pool) -> int:
     """Close checked-out connections under their holders, without waiting on them.
 
-    The driver connection itself is closed (asyncpg ``terminate()``, asyncmy
-    ``close()``), not SQLAlchemy's adapter: the adapter's force-close forgets the
-    open transaction, and the holder's COMMIT would then "succeed" without reaching
-    the server. This way the holder's next statement or COMMIT raises.
+    The driver connection itself is closed (its adapter's ``terminate()``: asyncpg
+    ``terminate()``, psycopg ``PQfinish``, asyncmy ``close()``), not SQLAlchemy's
+    adapter: the adapter's force-close forgets the open transaction, and the holder's
+    COMMIT would then "succeed" without reaching the server. This way the holder's next
+    statement or COMMIT raises.
     """
     if not isinstance(pool, LoopBoundPool):
         return 0
