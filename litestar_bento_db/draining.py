@@ -28,7 +28,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from litestar_bento_db._signals import ChainedSignalHandler
-from litestar_bento_db.pool import LoopBoundPool, terminate_driver_connection
+from litestar_bento_db.pool import LoopBoundPool, interrupt_driver_connection
 
 __all__ = [
     "ConnectionDrainer",
@@ -94,8 +94,8 @@ async def _retire_pool(engine: AsyncEngine) -> Pool:
 def _force_close(pool: Pool) -> int:
     """Close checked-out connections under their holders, without waiting on them.
 
-    The driver connection itself is closed (its adapter's ``terminate()``: asyncpg
-    ``terminate()``, psycopg ``PQfinish``, asyncmy ``close()``), not SQLAlchemy's
+    The driver connection itself is ended (its adapter's ``interrupt()``: asyncpg
+    ``terminate()``, psycopg a socket shutdown, asyncmy ``close()``), not SQLAlchemy's
     adapter: the adapter's force-close forgets the open transaction, and the holder's
     COMMIT would then "succeed" without reaching the server. This way the holder's next
     statement or COMMIT raises.
@@ -105,7 +105,7 @@ def _force_close(pool: Pool) -> int:
     closed = 0
     for record in pool.checked_out_entries():
         with contextlib.suppress(Exception):
-            closed += terminate_driver_connection(record.dbapi_connection)
+            closed += interrupt_driver_connection(record.dbapi_connection)
     return closed
 
 

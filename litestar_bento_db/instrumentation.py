@@ -24,7 +24,8 @@ In this order:
    then the dialect's own method.
 6. ``do_commit``, which has no event: the dialect's method wrapped once, outermost first:
    timing, then marking an error raised in flight (so a lost COMMIT is AMBIGUOUS), then
-   the driver's time limit.
+   the driver's time limit. ``do_rollback`` (the pool's reset on return too) gets the
+   driver's time limit alone.
 
 With nothing to add to a call (metrics and liveness off) no listener is installed for it.
 """
@@ -126,6 +127,9 @@ def install(engine: Engine, settings: DialectSettings) -> None:
     commit_layers = [layer for layer in (commit_timer(metrics),) if layer is not None]
     commit_layers.append(_marking_commit)
     dialect.do_commit = _layered(do_commit, commit_layers)  # type: ignore[method-assign]
+    do_rollback = driver.guard(dialect.do_rollback, config, commit=True)
+    if do_rollback is not None:
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
 
 class EnginePlugin(CreateEnginePlugin):

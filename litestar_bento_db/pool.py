@@ -39,6 +39,7 @@ __all__ = [
     "OtherLoopConnection",
     "PoolObserver",
     "connection_loop",
+    "interrupt_driver_connection",
     "terminate_driver_connection",
 ]
 
@@ -78,6 +79,11 @@ def terminate_driver_connection(dbapi_connection: Any) -> bool:
     The driver's connection, not SQLAlchemy's adapter (whose close says goodbye first).
     """
     return driver_of_connection(dbapi_connection).terminate(dbapi_connection.driver_connection)
+
+
+def interrupt_driver_connection(dbapi_connection: Any) -> bool:
+    """Make the holder of a checked-out connection fail at once (draining's FORCE)."""
+    return driver_of_connection(dbapi_connection).interrupt(dbapi_connection.driver_connection)
 
 
 def _abandon(dbapi_connection: Any, owner: asyncio.AbstractEventLoop) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
@@ -19,6 +20,7 @@ from litestar_bento_db.resilience import (
 )
 from litestar_bento_db.resilience.codes import MYSQL_ERRNOS, POSTGRES_SQLSTATES, SQLITE_CODES
 from tests.conftest import PG_SCHEME, SECRET, require_server
+from tests.proxy import TcpProxy
 
 classify = DatabaseErrorClassifier.classify
 code_of = DatabaseErrorClassifier.error_code
@@ -141,9 +143,35 @@ async def test_pg_statement_timeout(pg: AsyncEngine) -> None:
     async with pg.connect() as c:
         await c.execute(text("SET statement_timeout = '100ms'"))
         error = await caught(c.execute(text("SELECT pg_sleep(2)")))
+        assert not c.invalidated  # the server ended the statement: the connection is fine
     assert code_of(error) == "57014"
     assert classify(error) is ErrorCategory.TIMEOUT
     assert not is_database_error_retryable(error)
+
+
+async def test_pg_stalled_network_is_a_timeout_that_replaces_the_connection() -> None:
+    """Packets vanish mid-transaction: the client's own limit ends the wait (asyncpg's
+    ``command_timeout``; psycopg's stall timer), TIMEOUT, and the connection is replaced."""
+    target = make_url(require_server("postgresql"))
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    proxy.on()
+    url = target.set(port=proxy.port).render_as_string(hide_password=False)
+    engine = _engine(url, command_timeout=0.5, pool_pre_ping=False)
+    try:
+        async with engine.connect() as c:
+            await c.execute(text("SELECT 1"))
+            proxy.stall()
+            started = time.perf_counter()
+            error = await caught(c.execute(text("SELECT 2")))
+            elapsed = time.perf_counter() - started
+            assert c.invalidated
+        assert classify(error) is ErrorCategory.TIMEOUT, error
+        assert code_of(error) is None
+        assert elapsed < 0.5 + 1.0 + 1.0  # command_timeout, psycopg's margin, slack
+    finally:
+        proxy.on()
+        await engine.dispose()
+        proxy.close()
 
 
 async def test_pg_command_timeout(pg: AsyncEngine) -> None:

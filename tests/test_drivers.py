@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import make_url
 
 from litestar_bento_db.drivers import (
     DRIVERS,
@@ -84,3 +85,22 @@ def test_every_category_has_a_policy_and_retries_follow_it() -> None:
         ErrorCategory.AMBIGUOUS,
         ErrorCategory.TIMEOUT,
     }
+
+
+async def test_a_subclass_of_a_drivers_connection_is_that_drivers() -> None:
+    """asyncpg's ``connection_class`` (an app's own subclass) keeps its adapter."""
+    import asyncpg
+
+    from tests.conftest import require_server
+
+    class AppConnection(asyncpg.Connection):  # type: ignore[misc]
+        pass
+
+    url = make_url(require_server("postgresql")).set(drivername="postgresql")
+    connection = await asyncpg.connect(
+        url.render_as_string(hide_password=False), connection_class=AppConnection
+    )
+    try:
+        assert driver_of_connection(connection) is DRIVERS["asyncpg"]
+    finally:
+        await connection.close()

@@ -28,6 +28,7 @@ class AiosqliteDriver(Driver):
     name: ClassVar[str] = "aiosqlite"
     database_type = "sqlite"
     module: ClassVar[str] = "aiosqlite"
+    connection_class: ClassVar[str] = "Connection"
     error_modules: ClassVar[tuple[str, ...]] = ("sqlite3",)
 
     def connect_args(self, config: DatabaseConfig) -> dict[str, Any]:

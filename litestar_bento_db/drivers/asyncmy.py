@@ -31,6 +31,7 @@ class AsyncmyDriver(ProtocolDriver):
     name: ClassVar[str] = "asyncmy"
     database_type = "mysql"
     module: ClassVar[str] = "asyncmy"
+    connection_class: ClassVar[str] = "Connection"
 
     def connect_args(self, config: DatabaseConfig) -> dict[str, Any]:
         """Connect timeout, utf8mb4, the program name, ``read_timeout``.

@@ -30,6 +30,7 @@ class AsyncpgDriver(ProtocolDriver):
     name: ClassVar[str] = "asyncpg"
     database_type = "postgresql"
     module: ClassVar[str] = "asyncpg"
+    connection_class: ClassVar[str] = "Connection"
     # SQLAlchemy's adapter re-raises asyncpg's errors as its own, with ``sqlstate``
     error_modules: ClassVar[tuple[str, ...]] = ("sqlalchemy.dialects.postgresql.asyncpg",)
 

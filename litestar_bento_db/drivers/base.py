@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -64,6 +65,8 @@ class Driver:
     """The database it connects to."""
     module: ClassVar[str]
     """The driver's top-level module: its errors are defined there."""
+    connection_class: ClassVar[str]
+    """The name, in ``module``, of the driver's connection class (subclasses count)."""
     error_modules: ClassVar[tuple[str, ...]] = ()
     """Further modules whose errors carry this driver's report (SQLAlchemy's adapters)."""
     extra: ClassVar[str | None] = None
@@ -74,8 +77,13 @@ class Driver:
         raise NotImplementedError
 
     def owns_connection(self, driver_connection: Any) -> bool:
-        """Whether ``driver_connection`` is one of this driver's connections."""
-        return type(driver_connection).__module__.partition(".")[0] == self.module
+        """Whether ``driver_connection`` is one of this driver's connections.
+
+        Subclasses count (asyncpg's ``connection_class``); none exists unless the driver
+        was imported.
+        """
+        cls = getattr(sys.modules.get(self.module), self.connection_class, None)
+        return isinstance(cls, type) and isinstance(driver_connection, cls)
 
     def loop_of(self, driver_connection: Any) -> asyncio.AbstractEventLoop | None:
         """The event loop the connection belongs to; None if it belongs to none."""
@@ -104,6 +112,13 @@ class Driver:
         """Close a connection whose event loop is stopped or closed (no loop to run on)."""
         self.terminate(driver_connection)
 
+    def interrupt(self, driver_connection: Any) -> bool:
+        """Make the holder's pending or next call on a checked-out connection fail, now.
+
+        Draining's FORCE mode uses it. By default :meth:`terminate`.
+        """
+        return self.terminate(driver_connection)
+
     def guard(self, call: Call, config: DatabaseConfig, *, commit: bool) -> Call | None:
         """``call`` bounded in time on the client side, where the driver does not bound it.
 
@@ -111,9 +126,11 @@ class Driver:
         COMMIT for ever. None: the driver's own settings bound it already.
 
         Args:
-            call: The dialect's ``do_execute*`` (``commit=False``) or ``do_commit``.
+            call: The dialect's ``do_execute*`` (``commit=False``), ``do_commit`` or
+                ``do_rollback``.
             config: The configuration (``command_timeout``).
-            commit: Whether ``call`` is ``do_commit(dbapi_connection)``.
+            commit: Whether ``call`` takes the connection alone (``do_commit``,
+                ``do_rollback``).
         """
         return None
 

@@ -7,14 +7,12 @@ asyncpg.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
 import re
 import select
 import socket
-import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from litestar_bento_db.drivers.base import Call, Driver, Reported, postgres_server_settings
@@ -64,13 +62,24 @@ async def _connect(*args: Any, **kwargs: Any) -> Any:
     return await _connection_class().connect(*args, **kwargs)
 
 
-def _cut(driver_connection: Any) -> None:
-    """End a connection whose server stopped answering: the waiting call sees EOF."""
-    with contextlib.suppress(Exception):  # closed meanwhile
+def _shut_down(driver_connection: Any) -> bool:
+    """Shut the connection's socket down under whoever waits on it: the wait sees EOF.
+
+    On a duplicate of the descriptor: libpq keeps (and later closes) its own, so no
+    reader registered on it is left watching a closed or reused descriptor.
+    """
+    try:
         fd = driver_connection.pgconn.socket
-        # shutdown() on a duplicate: the waiting reader wakes; libpq closes its own fd
         with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as duplicate:
             duplicate.shutdown(socket.SHUT_RDWR)
+    except Exception:  # closed meanwhile
+        return False
+    return True
+
+
+def _cut(driver_connection: Any) -> None:
+    """End a connection whose server stopped answering within the time limit."""
+    if _shut_down(driver_connection):
         logger.warning("no answer from the server within the time limit: connection cut")
 
 
@@ -96,6 +105,7 @@ class PsycopgDriver(Driver):
     name: ClassVar[str] = "psycopg"
     database_type = "postgresql"
     module: ClassVar[str] = "psycopg"
+    connection_class: ClassVar[str] = "AsyncConnection"
     extra: ClassVar[str | None] = "psycopg"
 
     def connect_args(self, config: DatabaseConfig) -> dict[str, Any]:
@@ -119,11 +129,6 @@ class PsycopgDriver(Driver):
         args["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
         return args
 
-    def owns_connection(self, driver_connection: Any) -> bool:
-        """Any ``psycopg.AsyncConnection`` (none exists unless psycopg was imported)."""
-        psycopg = sys.modules.get("psycopg")
-        return psycopg is not None and isinstance(driver_connection, psycopg.AsyncConnection)
-
     def loop_of(self, driver_connection: Any) -> asyncio.AbstractEventLoop | None:
         """The loop :class:`LoopBoundConnection` recorded (None for a plain connection)."""
         loop = getattr(driver_connection, "loop", None)
@@ -145,28 +150,43 @@ class PsycopgDriver(Driver):
         """``SELECT 1`` in autocommit (no BEGIN): one round trip."""
 
         async def ping(connection: Any) -> None:
-            if connection.autocommit:
-                await connection.execute("SELECT 1")
-                return
-            await connection.set_autocommit(True)  # idle: no round trip
+            # bounded by cutting the socket, not by cancelling: psycopg's cancellation
+            # of a wait on a silent server takes its own 10 s (older releases: for ever)
+            timer = asyncio.get_running_loop().call_later(timeout, _cut, connection)
             try:
-                await connection.execute("SELECT 1")
-            finally:
+                if connection.autocommit:
+                    await connection.execute("SELECT 1")
+                    return
+                await connection.set_autocommit(True)  # idle: no round trip
+                await connection.execute("SELECT 1")  # a failure discards the connection
                 await connection.set_autocommit(False)
+            finally:
+                timer.cancel()
 
-        dbapi_connection.run_async(lambda c: asyncio.wait_for(ping(c), timeout))
+        dbapi_connection.run_async(ping)
 
     def in_autocommit(self, dbapi_connection: Any) -> bool:
         """Psycopg's ``autocommit``."""
         return bool(dbapi_connection.autocommit)
 
     def terminate(self, driver_connection: Any) -> bool:
-        """Libpq's ``PQfinish`` (``pgconn.finish()``): synchronous, needs no loop."""
+        """Libpq's ``PQfinish`` (``pgconn.finish()``): synchronous, needs no loop.
+
+        Only for a connection nobody waits on (it closes the descriptor): a checked-out
+        one is :meth:`interrupt`-ed instead.
+        """
         driver_connection.pgconn.finish()
         return True
 
+    def interrupt(self, driver_connection: Any) -> bool:
+        """Shut the socket down: a pending wait sees EOF, the next call fails."""
+        return _shut_down(driver_connection)
+
     def guard(self, call: Call, config: DatabaseConfig, *, commit: bool) -> Call | None:
         """A timer per call: past ``command_timeout`` + 1 s the connection is cut.
+
+        ``commit`` stands for every call taking the connection alone (``do_commit``,
+        ``do_rollback``).
 
         psycopg waits for the server without a limit; the server's ``statement_timeout``
         ends slow statements, not a silent network. The call then raises
@@ -189,9 +209,10 @@ class PsycopgDriver(Driver):
             except Exception as error:
                 if loop.time() < timer.when():
                     raise
-                # as asyncpg's command_timeout: a timeout, not a dead connection (which
-                # would have its first statement run again)
-                raise TimeoutError(f"no answer from the server within {deadline:g} s") from error
+                # as asyncpg's command_timeout: a timeout (not psycopg's connection error,
+                # which would classify CONNECTION and have a first statement run again)
+                error.add_note("the connection was cut: no answer within the time limit")
+                raise TimeoutError(f"no answer from the server within {deadline:g} s") from None
             finally:
                 timer.cancel()
 

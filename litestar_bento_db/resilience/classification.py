@@ -118,7 +118,7 @@ class DatabaseErrorClassifier:
         """Classify ``exc``.
 
         A connection lost while a COMMIT was in flight is AMBIGUOUS (engines built by
-        this package track commits; see :func:`track_commits`).
+        this package mark errors raised in COMMIT: :mod:`litestar_bento_db.instrumentation`).
         """
         category = cls._classify(exc)
         if category in (ErrorCategory.CONNECTION, ErrorCategory.TIMEOUT) and any(
@@ -183,9 +183,9 @@ def on_handle_error(context: ExceptionContext) -> None:
 
     Marks the errors SQLAlchemy does not wrap (asyncpg's ``command_timeout`` raises a
     bare ``TimeoutError``) as database errors, counts failed COMMITs, and replaces the
-    connection when its category's policy says its state is unknown afterwards (a
-    statement the driver stopped waiting for), even where SQLAlchemy saw no disconnect.
-    Only that connection: the pool's others answered recently.
+    connection when its category's policy says its state is unknown afterwards (lost,
+    or a statement the driver stopped waiting for), even where SQLAlchemy saw no
+    disconnect. Only that connection: the pool's others answered recently.
     """
     original = context.original_exception
     if context.sqlalchemy_exception is None:
@@ -194,11 +194,10 @@ def on_handle_error(context: ExceptionContext) -> None:
     category = DatabaseErrorClassifier.classify(error)
     if getattr(original, DURING_COMMIT_ATTR, False):
         COUNTERS.commit_failure(category.value)
-    if (
-        context.connection is not None
-        and not context.is_disconnect
-        and policy_of(category).replaces_connection
-    ):
+    if context.connection is None or context.is_disconnect:
+        return
+    replaces = policy_of(category).replaces_connection
+    if replaces == "yes" or (replaces == "unanswered" and reported(error) is None):
         context.is_disconnect = True
         context.invalidate_pool_on_disconnect = False
 

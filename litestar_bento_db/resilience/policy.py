@@ -34,18 +34,20 @@ class CategoryPolicy:
     caused is answered 409 instead of 500, whatever its category)."""
     detail: str | None
     """The answer's detail for a 503 (others use the status's own)."""
-    replaces_connection: bool
-    """The connection's state is unknown afterwards: it is invalidated (closed and
-    replaced at the next checkout), even where SQLAlchemy did not see a disconnect."""
+    replaces_connection: Literal["yes", "unanswered", "no"]
+    """Whether the connection is invalidated (closed, replaced at the next checkout) even
+    where SQLAlchemy saw no disconnect: ``unanswered``, only when the database reported
+    no code (the client stopped waiting: the connection's state is unknown; a limit the
+    server enforced leaves it usable)."""
 
 
 POLICIES: Final[dict[ErrorCategory, CategoryPolicy]] = {
-    ErrorCategory.TRANSIENT: CategoryPolicy("always", 503, UNAVAILABLE_DETAIL, False),
-    ErrorCategory.CONNECTION: CategoryPolicy("always", 503, UNAVAILABLE_DETAIL, True),
-    ErrorCategory.AMBIGUOUS: CategoryPolicy("if_idempotent", 503, AMBIGUOUS_DETAIL, True),
-    ErrorCategory.TIMEOUT: CategoryPolicy("if_timeouts", 503, UNAVAILABLE_DETAIL, True),
-    ErrorCategory.PERMANENT: CategoryPolicy("never", 500, None, False),
-    ErrorCategory.UNKNOWN: CategoryPolicy("never", 500, None, False),
+    ErrorCategory.TRANSIENT: CategoryPolicy("always", 503, UNAVAILABLE_DETAIL, "no"),
+    ErrorCategory.CONNECTION: CategoryPolicy("always", 503, UNAVAILABLE_DETAIL, "yes"),
+    ErrorCategory.AMBIGUOUS: CategoryPolicy("if_idempotent", 503, AMBIGUOUS_DETAIL, "yes"),
+    ErrorCategory.TIMEOUT: CategoryPolicy("if_timeouts", 503, UNAVAILABLE_DETAIL, "unanswered"),
+    ErrorCategory.PERMANENT: CategoryPolicy("never", 500, None, "no"),
+    ErrorCategory.UNKNOWN: CategoryPolicy("never", 500, None, "no"),
 }
 
 
