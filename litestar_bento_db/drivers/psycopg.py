@@ -7,6 +7,7 @@ asyncpg.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import math
@@ -66,20 +67,24 @@ def _shut_down(driver_connection: Any) -> bool:
     """Shut the connection's socket down under whoever waits on it: the wait sees EOF.
 
     On a duplicate of the descriptor: libpq keeps (and later closes) its own, so no
-    reader registered on it is left watching a closed or reused descriptor.
+    reader registered on it is left watching a closed or reused descriptor. True when
+    the connection is unusable afterwards (shut down now or before, or closed).
     """
     try:
         fd = driver_connection.pgconn.socket
+    except Exception:  # closed already: no socket left
+        return True
+    try:
         with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as duplicate:
             duplicate.shutdown(socket.SHUT_RDWR)
-    except Exception:  # closed meanwhile
-        return False
+    except OSError as error:
+        return error.errno == errno.ENOTCONN  # shut down before
     return True
 
 
 def _cut(driver_connection: Any) -> None:
     """End a connection whose server stopped answering within the time limit."""
-    if _shut_down(driver_connection):
+    if not driver_connection.closed and _shut_down(driver_connection):
         logger.warning("no answer from the server within the time limit: connection cut")
 
 
