@@ -211,12 +211,11 @@ class PsycopgDriver(Driver):
             timer = loop.call_later(deadline, _cut, driver_connection)
             try:
                 return call(*args)
-            except Exception as error:
+            except Exception:
                 if loop.time() < timer.when():
                     raise
                 # as asyncpg's command_timeout: a timeout (not psycopg's connection error,
                 # which would classify CONNECTION and have a first statement run again)
-                error.add_note("the connection was cut: no answer within the time limit")
                 raise TimeoutError(f"no answer from the server within {deadline:g} s") from None
             finally:
                 timer.cancel()
