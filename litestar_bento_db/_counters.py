@@ -13,7 +13,7 @@ __all__ = ["COUNTERS", "Counters"]
 
 
 class Counters:
-    """Process-wide counts: retries, retry-budget refusals, failed commits, discards."""
+    """Process-wide counts: retries, budget refusals, failed commits, discards, read-only."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -25,6 +25,10 @@ class Counters:
         """Failed COMMITs by error category (``ambiguous``: the outcome is unknown)."""
         self.discards: dict[str, int] = {}
         """Pooled connections discarded by reason (``other_loop``)."""
+        self.read_only_refusals: dict[str, int] = {}
+        """Writes a primary refused as read-only, by pool name."""
+        self.primary_moves: dict[str, int] = {}
+        """Times a primary turned out read-only (its pool replaced), by pool name."""
 
     def _bump(self, table: dict[str, int], key: str) -> None:
         with self._lock:
@@ -46,6 +50,14 @@ class Counters:
     def discard(self, reason: str) -> None:
         """A pooled connection was discarded for ``reason``."""
         self._bump(self.discards, reason)
+
+    def read_only_refusal(self, pool_name: str) -> None:
+        """The primary ``pool_name`` refused a write as read-only."""
+        self._bump(self.read_only_refusals, pool_name)
+
+    def primary_move(self, pool_name: str) -> None:
+        """The primary ``pool_name`` turned out read-only: its pool is replaced."""
+        self._bump(self.primary_moves, pool_name)
 
 
 COUNTERS: Final = Counters()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -132,12 +133,12 @@ def optional(parse: Parser) -> Parser:
     return parse_optional
 
 
-def items(parse: Parser) -> Parser:
-    """A tuple of values, each checked by ``parse``; text is split on commas."""
+def items(parse: Parser, separator: str = ",") -> Parser:
+    """A tuple of values, each checked by ``parse``; text is split on ``separator`` (a regex)."""
 
     def parse_items(value: Any, field_name: str) -> tuple[Any, ...]:
         if isinstance(value, str):
-            value = [part for part in (p.strip() for p in value.split(",")) if part]
+            value = [part for part in (p.strip() for p in re.split(separator, value)) if part]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{field_name}: expected a list (or comma-separated text)")
         return tuple(parse(item, f"{field_name}[{index}]") for index, item in enumerate(value))

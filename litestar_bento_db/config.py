@@ -27,7 +27,14 @@ from litestar_bento_db._values import (
     setting,
     validate_fields,
 )
-from litestar_bento_db.urls import BACKENDS, DatabaseType, mask_url, normalize_url
+from litestar_bento_db.urls import (
+    BACKENDS,
+    URL_LIST_SEPARATOR,
+    DatabaseType,
+    hosts_of,
+    mask_url,
+    normalize_url,
+)
 
 __all__ = ["ConfigError", "DatabaseConfig", "DatabaseType", "get_database_config", "mask_url"]
 
@@ -87,8 +94,16 @@ class DatabaseConfig:
     (a connection used more recently is checked without a round trip, and its first
     statement is run again on a fresh connection if it turns out dead); 0 pings every
     checkout."""
-    read_replica_urls: tuple[str, ...] = setting((), items(normalize_url), mask=_mask_urls)
-    """Hot-standby replicas that serve reads (PostgreSQL); comma-separated in the variable."""
+    expect_writable: bool = setting(True, boolean)
+    """``url`` should reach a writable server (the primary). A write refused because the
+    server is read-only (a standby after a failover) then replaces every pooled
+    connection and is answered 503, and readiness fails while the server is read-only.
+    Turn off for an app that only reads from a standby."""
+    read_replica_urls: tuple[str, ...] = setting(
+        (), items(normalize_url, URL_LIST_SEPARATOR), mask=_mask_urls
+    )
+    """Hot-standby replicas that serve reads (PostgreSQL); comma-separated in the variable
+    (a comma inside a multi-host URL separates its hosts)."""
     max_replica_lag: float = setting(10.0, number(0, inclusive=False))
     """Seconds a replica may lag behind the primary and still serve reads."""
     replica_check_interval: float = setting(1.0, number(0, inclusive=False))
@@ -129,14 +144,18 @@ class DatabaseConfig:
 
     @property
     def metrics_pool_name(self) -> str:
-        """``pool_name``, else ``host:port/database``: never the user or password."""
+        """``pool_name``, else ``host:port/database``: never the user or password.
+
+        Several hosts: ``h1:p1,h2:p2/database``.
+        """
         if self.pool_name:
             return self.pool_name
         url = self.sqlalchemy_url
         if self.is_sqlite:
             return url.database or ":memory:"
-        port = url.port or {"postgresql": 5432, "mysql": 3306}[self.database_type]
-        return f"{url.host}:{port}/{url.database or ''}"
+        default = {"postgresql": 5432, "mysql": 3306}[self.database_type]
+        hosts = ",".join(f"{host}:{port or default}" for host, port in hosts_of(url))
+        return f"{hosts}/{url.database or ''}"
 
     @property
     def sqlalchemy_url(self) -> URL:

@@ -94,31 +94,42 @@ class Probe:
     """``time.monotonic()`` when the probe finished."""
     error: str | None = None
     """The error's class name when it failed (never its message: it may carry secrets)."""
+    read_only: bool | None = None
+    """The server refuses writes (a standby, read-only mode); None when not asked."""
 
 
-async def _open_and_ping(engine: AsyncEngine) -> AsyncConnection:
+async def _open_and_ping(engine: AsyncEngine, query: str) -> tuple[AsyncConnection, bool]:
     connection = await engine.connect()
     try:
-        await connection.execute(text("SELECT 1"))
+        answer = (await connection.execute(text(query))).scalar()
     except BaseException:
         await connection.close()
         raise
-    return connection
+    return connection, bool(answer)
 
 
-async def _ping(engine: AsyncEngine, connections: int) -> None:
+async def _ping(engine: AsyncEngine, connections: int, query: str) -> bool:
     results = await asyncio.gather(
-        *(_open_and_ping(engine) for _ in range(connections)), return_exceptions=True
+        *(_open_and_ping(engine, query) for _ in range(connections)), return_exceptions=True
     )
     for result in results:  # held until all are open: they are distinct connections
         if not isinstance(result, BaseException):
-            await result.close()
+            await result[0].close()
+    answers = []
     for result in results:
         if isinstance(result, BaseException):
             raise result
+        answers.append(result[1])
+    return any(answers)
 
 
-async def probe(engine: AsyncEngine, *, timeout: float, connections: int = 1) -> Probe:
+async def probe(
+    engine: AsyncEngine,
+    *,
+    timeout: float,
+    connections: int = 1,
+    read_only_query: str | None = None,
+) -> Probe:
     """Run ``SELECT 1`` on ``connections`` pooled connections at once, within ``timeout``.
 
     Never raises (except when the calling task itself is cancelled). Opening several
@@ -129,16 +140,19 @@ async def probe(engine: AsyncEngine, *, timeout: float, connections: int = 1) ->
         engine: The engine to probe.
         timeout: Seconds allowed in all.
         connections: How many connections to open and ping concurrently.
+        read_only_query: Run this instead of ``SELECT 1``: a query answering true when
+            the server refuses writes (:attr:`DialectSettings.read_only_query`); the
+            answer is :attr:`Probe.read_only`. Still one round trip.
     """
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            await _ping(engine, max(1, connections))
+            read_only = await _ping(engine, max(1, connections), read_only_query or "SELECT 1")
     except Exception as exc:
         # class name only: driver messages can carry the user, host or SQL
         return Probe(False, None, time.monotonic(), type(exc).__name__)
     latency = round((time.perf_counter() - started) * 1000, 2)
-    return Probe(True, latency, time.monotonic())
+    return Probe(True, latency, time.monotonic(), read_only=read_only if read_only_query else None)
 
 
 async def health_check(engine: AsyncEngine, *, timeout: float = 5.0) -> bool:

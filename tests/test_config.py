@@ -217,3 +217,80 @@ def test_plugin_options_are_converted() -> None:
     config = PluginConfig(drain_mode="force", fail_fast="yes")  # type: ignore[arg-type]
     assert config.drain_mode is DrainingMode.FORCE
     assert config.fail_fast is True
+
+
+@pytest.mark.parametrize(
+    ("url", "hosts"),
+    [
+        # libpq's form, as the managed services and Patroni's docs give it
+        ("postgresql://app@db1:5432,db2:5433/orders", "host=db1:5432&host=db2:5433"),
+        ("postgres://app@db1,db2/orders", "host=db1:5432&host=db2:5432"),
+        # SQLAlchemy's own form; its comma form too
+        ("postgresql+asyncpg://app@/orders?host=db1:5432&host=db2", "host=db1:5432&host=db2:5432"),
+        ("postgresql+psycopg://app@/orders?host=db1,db2:6000", "host=db1:5432&host=db2:6000"),
+    ],
+)
+def test_multi_host_urls_take_one_form(url: str, hosts: str) -> None:
+    config = DatabaseConfig(url=f"{url}{'&' if '?' in url else '?'}target_session_attrs=primary")
+    assert config.url.endswith(f"/orders?{hosts}&target_session_attrs=primary")
+    assert config.metrics_pool_name == hosts.replace("host=", "").replace("&", ",") + "/orders"
+
+
+def test_multi_host_urls_mask_the_password_and_keep_their_query() -> None:
+    config = DatabaseConfig(
+        url=f"postgresql://app:{SECRET}@db1:5432,db2:5433/orders?target_session_attrs=read-write"
+    )
+    assert config.sqlalchemy_url.password == SECRET
+    assert config.safe_url == (
+        "postgresql+asyncpg://app:***@/orders?host=db1:5432&host=db2:5433"
+        "&target_session_attrs=read-write"
+    )
+    assert SECRET not in repr(config)
+
+
+def test_replica_urls_split_between_urls_not_between_hosts(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv(
+        "DB_READ_REPLICA_URLS",
+        "postgresql://app@db1:5432,db2:5432/orders?target_session_attrs=standby,"
+        " postgresql://app@db3/orders",
+    )
+    config = DatabaseConfig(url="postgresql://app@db1/orders")
+    assert config.read_replica_urls == (
+        "postgresql+asyncpg://app@/orders?host=db1:5432&host=db2:5432&target_session_attrs=standby",
+        "postgresql+asyncpg://app@db3/orders",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("mysql://app@db1,db2/orders", "only PostgreSQL URLs may name several hosts"),
+        ("postgresql://app@db1,,db2/orders", "an empty host"),
+        ("postgresql://app@db1:5432,db2:70000/orders", "port must be between 1 and 65535"),
+        ("postgresql://app@db1:x,db2/orders", "port must be between 1 and 65535"),
+        ("postgresql://app@[::1]:5432,db2/orders", "IPv6"),
+        ("postgresql://app@/orders?host=db1&host=db2&port=5432", "not a separate 'port' key"),
+        ("postgresql://app@db0/orders?host=db1&host=db2", "not both"),
+        ("postgresql://app@db1/orders?target_session_attrs=master", "one of any, read-write"),
+        ("mysql://app@db1/orders?target_session_attrs=read-write", "a PostgreSQL setting"),
+    ],
+)
+def test_bad_multi_host_urls_name_the_problem(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=r"^url: ") as raised:
+        DatabaseConfig(url=url)
+    assert fragment in str(raised.value)
+
+
+def test_expect_writable_is_on_by_default_and_off_for_replicas(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    from litestar_bento_db.replicas import ReplicaSet
+
+    config = DatabaseConfig(
+        url="postgresql://app@db1/orders", read_replica_urls=("postgres://db2/o",)
+    )
+    assert config.expect_writable is True
+    (replica,) = ReplicaSet(config).replicas
+    assert replica.settings.config.expect_writable is False  # a standby, by design
+    clean_env.setenv("DB_EXPECT_WRITABLE", "false")
+    assert DatabaseConfig().expect_writable is False

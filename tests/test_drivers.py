@@ -76,7 +76,11 @@ def test_psycopg_stays_optional_at_import() -> None:
 
 def test_every_category_has_a_policy_and_retries_follow_it() -> None:
     assert set(POLICIES) == set(ErrorCategory)
-    assert retryable_categories() == {ErrorCategory.TRANSIENT, ErrorCategory.CONNECTION}
+    assert retryable_categories() == {
+        ErrorCategory.TRANSIENT,
+        ErrorCategory.CONNECTION,
+        ErrorCategory.READ_ONLY,  # nothing was written; the primary may be back
+    }
     assert ErrorCategory.AMBIGUOUS in retryable_categories(idempotent=True)
     assert ErrorCategory.TIMEOUT in retryable_categories(retry_timeouts=True)
     assert {c for c, p in POLICIES.items() if p.status == 503} == {
@@ -84,6 +88,7 @@ def test_every_category_has_a_policy_and_retries_follow_it() -> None:
         ErrorCategory.CONNECTION,
         ErrorCategory.AMBIGUOUS,
         ErrorCategory.TIMEOUT,
+        ErrorCategory.READ_ONLY,
     }
 
 

@@ -203,4 +203,8 @@ def test_one_execute_listener_per_call_or_none(url: str, metrics: bool, expected
     dispatch = engine.sync_engine.dialect.dispatch
     for name in ("do_execute", "do_execute_no_params", "do_executemany"):
         assert len(getattr(dispatch, name)) == expected, name
-    assert len(dispatch.handle_error) == 1
+    # the error hook; on a server's primary also the failover watch (resilience.failover)
+    assert len(dispatch.handle_error) == (1 if url.startswith("sqlite") else 2)
+    replica = DatabaseConfig(url=url, metrics=metrics, expect_writable=False)
+    replica_engine = get_engine_for_config(replica).create_engine()
+    assert len(replica_engine.sync_engine.dialect.dispatch.handle_error) == 1

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 __all__ = ["AsyncpgDriver"]
 
 
+#: sqlclient_unable_to_establish_sqlconnection
+_NO_MATCHING_HOST = "08001"
+
+
 def _unique_statement_name() -> str:
     # PgBouncer in transaction mode may route two connections' statements to one
     # server connection: names must never collide
@@ -70,10 +74,19 @@ class AsyncpgDriver(ProtocolDriver):
         return True
 
     def report(self, error: BaseException) -> Reported | None:
-        """Asyncpg's ``sqlstate``."""
+        """Asyncpg's ``sqlstate``.
+
+        ``TargetServerAttributeNotMatched`` (no host of a multi-host URL fits
+        ``target_session_attrs``: e.g. no primary during a failover) has none: it is
+        ``08001``, no connection could be established.
+        """
+        import asyncpg
+
         sqlstate = getattr(error, "sqlstate", None)
         if not isinstance(sqlstate, str):
-            return None
+            if not isinstance(error, asyncpg.TargetServerAttributeNotMatched):
+                return None
+            sqlstate = _NO_MATCHING_HOST
         message = str(error.args[0]) if error.args else ""
         return Reported("postgresql", self.name, sqlstate, message, error)
 

@@ -37,6 +37,9 @@ class DialectSettings(ABC):
     """Whether connections are pooled."""
     json_column_type: ClassVar[str] = "JSON"
     """The column type to use for JSON documents."""
+    read_only_query: ClassVar[str | None] = None
+    """A query answering true when the server refuses writes (a standby, read-only
+    mode); readiness runs it in place of ``SELECT 1`` (None: no such state)."""
     checks_liveness: ClassVar[bool] = False
     """Whether pooled connections are checked by :mod:`litestar_bento_db.liveness` (in
     place of SQLAlchemy's ``pool_pre_ping``)."""

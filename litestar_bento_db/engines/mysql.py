@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from litestar_bento_db.engines.base import DialectSettings
 from litestar_bento_db.pool import LoopBoundPool
@@ -24,6 +24,8 @@ class MySQLEngine(DialectSettings):
 
     database_type = "mysql"
     checks_liveness = True
+    # read_only refuses writes of users without SUPER (MariaDB: READ ONLY ADMIN)
+    read_only_query: ClassVar[str | None] = "SELECT @@global.read_only"
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments with the event-loop-safe pool."""

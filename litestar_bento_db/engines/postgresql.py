@@ -21,6 +21,8 @@ class PostgreSQLEngine(DialectSettings):
     database_type = "postgresql"
     checks_liveness = True
     json_column_type: ClassVar[str] = "JSONB"
+    # on in every transaction of a hot standby, and under default_transaction_read_only
+    read_only_query: ClassVar[str | None] = "SELECT current_setting('transaction_read_only') = 'on'"
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments: LIFO, so idle connections beyond the working set expire."""

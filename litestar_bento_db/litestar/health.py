@@ -1,9 +1,11 @@
 """Health routes: liveness, readiness and overall status as ``application/health+json``.
 
 ``{path}/liveness`` never touches the database. ``{path}/readiness`` answers 503 with
-``Retry-After`` while starting, draining, or when the database does not answer a
-bounded ping. ``{path}`` gives the overall status, with latency and pool figures when
-details are enabled. No URL, host, user or password is ever shown.
+``Retry-After`` while starting, draining, when the database does not answer a bounded
+ping, or when the primary's URL reaches a read-only server (a standby after a failover;
+``expect_writable``). ``{path}`` gives the overall status, with latency, pool figures
+and whether the server is writable when details are enabled. No URL, host, user or
+password is ever shown.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ async def _readiness(runtime: DatabaseRuntime) -> tuple[str, dict[str, Any]]:
     probe = await runtime.probe()
     if not probe.ok:
         return "fail", {"output": f"database unavailable ({probe.error})"}
+    if probe.read_only:
+        return "fail", {"output": "primary is read-only"}
     return "pass", {}
 
 
@@ -88,6 +92,15 @@ def create_health_router(runtime: DatabaseRuntime) -> Router:
                         "componentType": "datastore",
                         "observedValue": probe.latency_ms if probe else None,
                         "observedUnit": "ms",
+                        "status": status,
+                    }
+                ],
+                "database:writable": [
+                    {
+                        "componentType": "datastore",
+                        "observedValue": None
+                        if probe is None or probe.read_only is None
+                        else not probe.read_only,
                         "status": status,
                     }
                 ],

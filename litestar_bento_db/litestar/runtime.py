@@ -185,7 +185,12 @@ class DatabaseRuntime:
 
     async def _ping(self) -> Probe:
         self.pings += 1
-        return await probe(self.create_engine(), timeout=self.config.health.readiness_timeout)
+        writable = self.config.database.expect_writable
+        return await probe(
+            self.create_engine(),
+            timeout=self.config.health.readiness_timeout,
+            read_only_query=self.settings.read_only_query if writable else None,
+        )
 
     async def probe(self) -> Probe:
         """A recent ping result: cached for ``cache_ttl``, at most one ping in flight."""

@@ -58,6 +58,10 @@ DESCRIPTIONS: Final = {
     "bento_db.commit.failures": "Failed COMMITs, by error category (ambiguous: the "
     "outcome is unknown).",
     "bento_db.connection.discards": "Pooled connections replaced, by reason.",
+    "bento_db.primary.read_only_refusals": "Writes the primary refused as read-only "
+    "(a standby or read-only server behind the primary's URL).",
+    "bento_db.primary.moves": "Times the primary turned out read-only and its pool was "
+    "replaced (a failover or switchover).",
 }
 
 Sink = Callable[[str, float, dict[str, str]], None]

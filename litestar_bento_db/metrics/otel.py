@@ -71,6 +71,8 @@ class OpenTelemetryMetrics:
             ("bento_db.retry_budget.refusals", "{retry}", self._refusals),
             ("bento_db.commit.failures", "{commit}", self._commit_failures),
             ("bento_db.connection.discards", "{connection}", self._discards),
+            ("bento_db.primary.read_only_refusals", "{statement}", self._read_only_refusals),
+            ("bento_db.primary.moves", "{event}", self._primary_moves),
         ):
             meter.create_observable_counter(
                 name, callbacks=[callback], unit=unit, description=DESCRIPTIONS[name]
@@ -147,6 +149,12 @@ class OpenTelemetryMetrics:
 
     def _discards(self, _options: CallbackOptions) -> Iterable[Observation]:
         return self._by(self.registry.counters.discards, "reason")
+
+    def _read_only_refusals(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return self._by(self.registry.counters.read_only_refusals, _POOL)
+
+    def _primary_moves(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return self._by(self.registry.counters.primary_moves, _POOL)
 
 
 _installed: dict[int, OpenTelemetryMetrics] = {}

@@ -136,6 +136,8 @@ class DatabaseCollector(Collector):
             ("bento_db.retries", "error_category", counters.retries),
             ("bento_db.commit.failures", "error_category", counters.commit_failures),
             ("bento_db.connection.discards", "reason", counters.discards),
+            ("bento_db.primary.read_only_refusals", _POOL, counters.read_only_refusals),
+            ("bento_db.primary.moves", _POOL, counters.primary_moves),
         ]
         for name, label, table in tables:
             family = CounterMetricFamily(*_named(name), labels=[label])

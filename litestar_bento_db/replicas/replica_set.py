@@ -232,7 +232,11 @@ class ReplicaSet:
             # is the replica's own
             pool_name = f"{config.pool_name}/replica{index}" if config.pool_name else None
             replica_config = dataclasses.replace(
-                config, url=url, read_replica_urls=(), pool_name=pool_name
+                config,
+                url=url,
+                read_replica_urls=(),
+                pool_name=pool_name,
+                expect_writable=False,
             )
             check_config = _check_config(replica_config)
             replicas.append(

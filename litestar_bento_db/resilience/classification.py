@@ -22,6 +22,7 @@ from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.drivers import Reported, driver_of_error
 from litestar_bento_db.resilience.codes import (
     MYSQL_ERRNOS,
+    MYSQL_REFINEMENTS,
     POSTGRES_REFINEMENTS,
     POSTGRES_SQLSTATE_CLASSES,
     POSTGRES_SQLSTATES,
@@ -100,6 +101,10 @@ def _category_of(report: Reported) -> ErrorCategory | None:
         if entry is None:
             return POSTGRES_SQLSTATE_CLASSES.get(sqlstate[:2])
         return entry.category
+    if report.database == "mysql":
+        for (refined_errno, needle), refined in MYSQL_REFINEMENTS.items():
+            if int(report.code) == refined_errno and needle in report.message:
+                return refined
     entry = code_entry(report)
     return entry.category if entry else None
 

@@ -13,6 +13,7 @@ __all__ = [
     "Code",
     "ConstraintKind",
     "MYSQL_ERRNOS",
+    "MYSQL_REFINEMENTS",
     "POSTGRES_REFINEMENTS",
     "POSTGRES_SQLSTATE_CLASSES",
     "POSTGRES_SQLSTATES",
@@ -33,6 +34,10 @@ class ErrorCategory(StrEnum):
     AMBIGUOUS = "ambiguous"
     """The connection was lost while committing: the commit may or may not have
     happened. Retried only for operations marked idempotent."""
+    READ_ONLY = "read_only"
+    """The server refused a write because it is read-only (a hot standby, a server in
+    read-only mode): nothing was written. On the primary's URL it means the primary
+    moved (failover, switchover); a new connection may reach the new one."""
     TIMEOUT = "timeout"
     """The statement ran past its time limit; retried only when asked for."""
     PERMANENT = "permanent"
@@ -57,12 +62,13 @@ class Code(NamedTuple):
     """The server cannot serve now (starting, stopping, full): a replica is skipped."""
 
 
-T, C, A, TO, P = (
+T, C, A, TO, P, RO = (
     ErrorCategory.TRANSIENT,
     ErrorCategory.CONNECTION,
     ErrorCategory.AMBIGUOUS,
     ErrorCategory.TIMEOUT,
     ErrorCategory.PERMANENT,
+    ErrorCategory.READ_ONLY,
 )
 
 POSTGRES_SQLSTATES: Final[dict[str, Code]] = {
@@ -88,6 +94,7 @@ POSTGRES_SQLSTATES: Final[dict[str, Code]] = {
     "08007": Code(A, "transaction_resolution_unknown"),
     "40003": Code(A, "statement_completion_unknown"),
     "57014": Code(TO, "query_canceled (statement_timeout)"),
+    "25006": Code(RO, "read_only_sql_transaction (a standby, or read-only mode)"),
     "28000": Code(P, "invalid_authorization_specification"),
     "28P01": Code(P, "invalid_password"),
     "3D000": Code(P, "invalid_catalog_name (unknown database)"),
@@ -114,6 +121,13 @@ POSTGRES_REFINEMENTS: Final[dict[tuple[str, str], ErrorCategory]] = {
     ("08P01", "password authentication failed"): P,
     ("08P01", "no such user"): P,
     ("08P01", "no such database"): P,
+}
+
+#: MySQL/MariaDB codes whose meaning depends on the message: (error number, text the
+#: message contains) -> category. 1290 names the server option that refused the
+#: statement: ``--read-only`` and ``--super-read-only`` make it a read-only refusal.
+MYSQL_REFINEMENTS: Final[dict[tuple[int, str], ErrorCategory]] = {
+    (1290, "read-only option"): RO,
 }
 
 #: fallback by SQLSTATE class (first two characters)
@@ -151,6 +165,11 @@ MYSQL_ERRNOS: Final[dict[int, Code]] = {
     1969: Code(TO, "ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)"),
     3024: Code(TO, "ER_QUERY_TIMEOUT (MySQL max_execution_time)"),
     1317: Code(TO, "ER_QUERY_INTERRUPTED"),
+    1792: Code(RO, "ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION"),
+    1836: Code(RO, "ER_READ_ONLY_MODE"),
+    # read_only / super_read_only refine it (MYSQL_REFINEMENTS); --secure-file-priv and
+    # the like are permanent
+    1290: Code(P, "ER_OPTION_PREVENTS_STATEMENT"),
     1045: Code(P, "ER_ACCESS_DENIED_ERROR"),
     1044: Code(P, "ER_DBACCESS_DENIED_ERROR"),
     1142: Code(P, "ER_TABLEACCESS_DENIED_ERROR"),

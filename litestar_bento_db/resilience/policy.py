@@ -45,6 +45,8 @@ POLICIES: Final[dict[ErrorCategory, CategoryPolicy]] = {
     ErrorCategory.TRANSIENT: CategoryPolicy("always", 503, UNAVAILABLE_DETAIL, "no"),
     ErrorCategory.CONNECTION: CategoryPolicy("always", 503, UNAVAILABLE_DETAIL, "yes"),
     ErrorCategory.AMBIGUOUS: CategoryPolicy("if_idempotent", 503, AMBIGUOUS_DETAIL, "yes"),
+    # on the primary's engine the failover watch replaces the pool (resilience.failover)
+    ErrorCategory.READ_ONLY: CategoryPolicy("always", 503, UNAVAILABLE_DETAIL, "no"),
     ErrorCategory.TIMEOUT: CategoryPolicy("if_timeouts", 503, UNAVAILABLE_DETAIL, "unanswered"),
     ErrorCategory.PERMANENT: CategoryPolicy("never", 500, None, "no"),
     ErrorCategory.UNKNOWN: CategoryPolicy("never", 500, None, "no"),
