@@ -23,6 +23,7 @@ run: install
 services:
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-prometheus.sh
+	bash scripts/ensure-patroni.sh || echo "make: the Patroni cluster is not available (its tests skip, or fail under CI=true)" >&2
 
 # The suite on asyncpg, then its PostgreSQL part again on psycopg (TEST_PG_DRIVER).
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
