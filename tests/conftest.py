@@ -12,6 +12,8 @@ psycopg.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -196,3 +198,25 @@ def servers() -> Iterator[list[Server]]:
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait(10)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def records_of(logger_name: str) -> Iterator[list[logging.LogRecord]]:
+    """What ``logger_name`` logs while inside (Litestar's logging config replaces caplog's
+    handler, so a handler of our own on the logger)."""
+    handler = _Records()
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)

@@ -17,10 +17,9 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -29,58 +28,23 @@ from sqlalchemy.exc import DBAPIError
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
 from tests.conftest import create_password_user, require_server
 from tests.db_control import restored, server_for
+from tests.load import (
+    COMMAND_TIMEOUT,
+    POOL_TIMEOUT,
+    RETRY_ATTEMPTS,
+    SLACK,
+    assert_no_harm,
+    load_around,
+    report_of,
+    start_app,
+)
 from tests.proxy import TcpProxy
-from tests.servers import READY, Server, start_server
+from tests.servers import Server
 
 pytestmark = pytest.mark.slow
 
 USER = "bento_chaos"
-WORKERS = 16
 OUTAGE = 3.0  # seconds the database is away in the outage and stall faults
-POOL_TIMEOUT, COMMAND_TIMEOUT, CONNECT_TIMEOUT = 2.0, 3.0, 2.0
-RETRY_ATTEMPTS = 3  # tests/chaos_app.py
-SLACK = 0.5  # scheduling on a loaded 2-core machine, and MySQL's read-timeout margin
-SETTINGS = {
-    "DB_POOL_SIZE": "8",
-    "DB_MAX_OVERFLOW": "4",
-    "DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
-    "DB_COMMAND_TIMEOUT": str(COMMAND_TIMEOUT),
-    "DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
-    "DB_WARMUP_CONNECTIONS": "4",
-    "DB_APPLICATION_NAME": "bento-chaos",
-}
-
-
-@dataclass
-class Call:
-    key: str
-    kind: str  # "direct" (one attempt) or "unit" (retried)
-    status: int  # -1: no HTTP answer
-    retry_after: str | None
-    started: float
-    ended: float
-
-
-@dataclass
-class Report:
-    """The figures of one run (the README's table)."""
-
-    database: str
-    fault: str
-    requests: int = 0
-    ok: int = 0
-    unavailable: int = 0
-    errors: int = 0
-    other: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    recovery_s: float | None = None
-    longest_s: float = 0.0
-    """The longest request that made one attempt (the request's own session)."""
-    longest_retried_s: float = 0.0
-    """The longest retried unit of work (up to ``max_attempts`` attempts)."""
-    readiness_failed: bool = False
-    statuses: dict[str, int] = field(default_factory=dict)
 
 
 async def _prepare(kind: str) -> str:
@@ -141,48 +105,6 @@ async def _stored(kind: str) -> Counter[str]:
         await admin.dispose()
 
 
-class Load:
-    """``WORKERS`` clients writing unique keys as fast as the app answers."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.calls: list[Call] = []
-        self.readiness: list[tuple[float, int]] = []
-        self._running = True
-
-    async def _worker(self, client: httpx.AsyncClient, worker: int) -> None:
-        n = 0
-        while self._running:
-            n += 1
-            key, kind = f"{worker}-{n}", "direct" if n % 2 else "unit"
-            path = f"/{kind}/{key}"
-            started = time.monotonic()
-            try:
-                response = await client.post(self.server.url(path))
-                status, retry_after = response.status_code, response.headers.get("retry-after")
-            except httpx.HTTPError:
-                status, retry_after = -1, None
-            self.calls.append(Call(key, kind, status, retry_after, started, time.monotonic()))
-
-    async def _probe(self, client: httpx.AsyncClient) -> None:
-        while self._running:
-            try:
-                response = await client.get(self.server.url(READY))
-                self.readiness.append((time.monotonic(), response.status_code))
-            except httpx.HTTPError:
-                self.readiness.append((time.monotonic(), -1))
-            await asyncio.sleep(0.1)
-
-    async def run_until(self, done: asyncio.Event) -> None:
-        limits = httpx.Limits(max_connections=WORKERS + 2)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-            tasks = [asyncio.ensure_future(self._worker(client, w)) for w in range(WORKERS)]
-            tasks.append(asyncio.ensure_future(self._probe(client)))
-            await done.wait()
-            self._running = False
-            await asyncio.gather(*tasks)
-
-
 async def _inject(fault: str, kind: str, proxy: TcpProxy | None) -> tuple[float, float]:
     """Break the database; return when it broke and when it answered again."""
     server = server_for(kind)
@@ -203,33 +125,6 @@ async def _inject(fault: str, kind: str, proxy: TcpProxy | None) -> tuple[float,
     return broke, time.monotonic()
 
 
-def _report(
-    kind: str, fault: str, load: Load, stored: Counter[str], broke: float, back: float
-) -> Report:
-    calls = load.calls
-    statuses = Counter(str(call.status) for call in calls)
-    acknowledged = {call.key for call in calls if 200 <= call.status < 300}
-    first_ok = min(
-        (c.ended for c in calls if 200 <= c.status < 300 and c.ended >= back), default=None
-    )
-    return Report(
-        database=kind,
-        fault=fault,
-        requests=len(calls),
-        ok=sum(200 <= c.status < 300 for c in calls),
-        unavailable=statuses["503"],
-        errors=statuses["500"],
-        other=sum(n for s, n in statuses.items() if s not in ("201", "503", "500")),
-        lost=len(acknowledged - set(stored)),
-        duplicated=sum(1 for n in stored.values() if n > 1),
-        recovery_s=round(first_ok - back, 3) if first_ok is not None else None,
-        longest_s=round(max(c.ended - c.started for c in calls if c.kind == "direct"), 3),
-        longest_retried_s=round(max(c.ended - c.started for c in calls if c.kind == "unit"), 3),
-        readiness_failed=any(broke <= t <= back and s == 503 for t, s in load.readiness),
-        statuses=dict(statuses),
-    )
-
-
 @pytest.mark.parametrize("fault", ["kill", "restart", "outage", "stall"])
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 async def test_writes_survive_real_faults(
@@ -246,36 +141,18 @@ async def test_writes_survive_real_faults(
             proxy.on()
             url = url.set(port=proxy.port)
         try:
-            server = start_server(
-                tmp_path,
-                "tests.chaos_app:app",
-                DB_URL=url.render_as_string(hide_password=False),
-                **SETTINGS,
-            )
-            servers.append(server)
-            await asyncio.to_thread(server.wait_ready)
-            load, done = Load(server), asyncio.Event()
-            running = asyncio.ensure_future(load.run_until(done))
-            await asyncio.sleep(1.5)
-            broke, back = await _inject(fault, kind, proxy)
-            await asyncio.sleep(3.0)
-            done.set()
-            await running
+            server = await start_app(tmp_path, servers, url.render_as_string(hide_password=False))
+            load, broke, back = await load_around(server, lambda: _inject(fault, kind, proxy))
         finally:
             if proxy is not None:
                 proxy.close()
         stored = await _stored(kind)
-    report = _report(kind, fault, load, stored, broke, back)
+    report = report_of(kind, fault, load, stored, broke, back)
     if path := os.environ.get("BENTO_CHAOS_REPORT"):
         with Path(path).open("a") as sink:  # noqa: ASYNC230 - one line, after the run
             sink.write(json.dumps(asdict(report)) + "\n")
 
-    assert report.ok > 100, report
-    assert report.lost == 0, report
-    assert report.duplicated == 0, report
-    assert report.errors == 0, report
-    assert report.other == 0, report
-    assert all(c.retry_after for c in load.calls if c.status == 503), report
+    assert_no_harm(report, load)
     if fault in ("outage", "stall"):  # away longer than the readiness ping's timeout
         assert report.readiness_failed, report
     if fault in ("kill", "restart"):  # a stale pooled connection never fails a request

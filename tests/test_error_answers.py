@@ -35,7 +35,7 @@ from litestar_bento_db import (
     create_async_engine_from_config,
 )
 from litestar_bento_db.resilience import RetryBudget, RetryConfig, retry_on_db_error
-from tests.conftest import SECRET, backend_url, database_kind, require_server
+from tests.conftest import SECRET, backend_url, database_kind, records_of, require_server
 from tests.proxy import TcpProxy
 
 EMAIL = "alice.private@example.com"
@@ -224,25 +224,11 @@ def client(backend: str, tmp_path: Path) -> Iterator[TestClient[Litestar]]:
         yield test_client
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def answers_log() -> Iterator[list[logging.LogRecord]]:
-    """What the error answers logged (Litestar's logging config replaces caplog's handler)."""
-    handler = _Records()
-    logger = logging.getLogger("litestar_bento_db.litestar.errors")
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
+    """What the error answers logged."""
+    with records_of("litestar_bento_db.litestar.errors") as records:
+        yield records
 
 
 def _no_secrets(response: Any) -> None:

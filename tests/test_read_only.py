@@ -35,10 +35,11 @@ from litestar_bento_db import (
 )
 from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.resilience import DatabaseErrorClassifier, ErrorCategory
-from tests.conftest import create_password_user, require_replica, require_server
+from tests.conftest import create_password_user, records_of, require_replica, require_server
+from tests.load import assert_no_harm, load_around, report_of, start_app
 from tests.proxy import TcpProxy
-from tests.servers import Server, start_server
-from tests.test_chaos import SETTINGS, Load, _prepare, _report, _stored
+from tests.servers import Server
+from tests.test_chaos import _prepare, _stored
 
 HEALTH = "/health"
 MOVED = "refused a write as read-only"
@@ -87,24 +88,10 @@ def table() -> None:
     )
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def moves_log() -> Iterator[list[logging.LogRecord]]:
-    handler = _Records()
-    logger = logging.getLogger("litestar_bento_db.resilience.failover")
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
+    with records_of("litestar_bento_db.resilience.failover") as records:
+        yield records
 
 
 def _wait_for_replay(primary: str, replica: str) -> None:
@@ -238,32 +225,21 @@ async def test_a_primary_turning_read_only_under_write_load(
     kind: str, tmp_path: Path, servers: list[Server]
 ) -> None:
     """16 writers; the server read-only for 2 s: 503s, never a 500; logged once."""
-    url = await _prepare(kind)
-    server = start_server(tmp_path, "tests.chaos_app:app", DB_URL=url, **SETTINGS)
-    servers.append(server)
-    await asyncio.to_thread(server.wait_ready)
-    load, done = Load(server), asyncio.Event()
-    running = asyncio.ensure_future(load.run_until(done))
-    try:
-        await asyncio.sleep(1.5)
+
+    async def read_only_for_2_s() -> tuple[float, float]:
         broke = time.monotonic()
         await _set_read_only(kind, True)
         try:
             await asyncio.sleep(2.0)
         finally:
             await _set_read_only(kind, False)
-        back = time.monotonic()
-        await asyncio.sleep(2.5)
-    finally:
-        done.set()
-        await running
-    report = _report(kind, "read-only", load, await _stored(kind), broke, back)
+        return broke, time.monotonic()
+
+    server = await start_app(tmp_path, servers, await _prepare(kind))
+    load, broke, back = await load_around(server, read_only_for_2_s, after=2.5)
+    report = report_of(kind, "read-only", load, await _stored(kind), broke, back)
     assert report.unavailable > 0, report  # the writes really were refused
-    assert report.errors == 0, report
-    assert report.other == 0, report
-    assert report.lost == 0, report
-    assert report.duplicated == 0, report
-    assert all(c.retry_after for c in load.calls if c.status == 503), report
+    assert_no_harm(report, load)
     assert report.readiness_failed, report
     assert report.recovery_s is not None, report
     assert report.recovery_s <= 2.0, report
