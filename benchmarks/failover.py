@@ -68,6 +68,8 @@ class Figures:
     """From the event to the first acknowledged write after the primary was reachable."""
     late_failures: int
     """Failed writes later than ``LATE`` s after the primary was reachable."""
+    timeline: dict[int, list[int]]
+    """Per second from the event (negative: before it): [acknowledged, failed] writes."""
 
 
 class Writers:
@@ -135,8 +137,9 @@ async def one_run(
         url = _admin_url(driver)
         ports = [patroni.HAPROXY_PRIMARY]
     elif mode == "multihost":
-        hosts = ",".join(f"{patroni.HOST}:{patroni.pg_port(node)}" for node in patroni.NODES)
-        url = f"{scheme}://postgres@{hosts}/test?target_session_attrs=read-write"
+        # SQLAlchemy's form: the hand-written app's create_async_engine() parses it too
+        hosts = "&".join(f"host={patroni.HOST}:{patroni.pg_port(node)}" for node in patroni.NODES)
+        url = f"{scheme}://postgres@/test?{hosts}&target_session_attrs=read-write"
         ports = [patroni.pg_port(node) for node in patroni.NODES if node != old]
     else:
         proxy = TcpProxy(patroni.HOST, patroni.pg_port(old))
@@ -191,7 +194,16 @@ async def one_run(
         writes_back_s=round(first_back - back, 3) if first_back is not None else None,
         failing_s=round(first_back - broke, 2) if first_back is not None else None,
         late_failures=sum(1 for _, s, t in calls if s != 201 and t > back + LATE),
+        timeline=_timeline(calls, broke),
     )
+
+
+def _timeline(calls: list[tuple[int, int, float]], broke: float) -> dict[int, list[int]]:
+    seconds: dict[int, list[int]] = {}
+    for _, status, ended in calls:
+        counts = seconds.setdefault(int((ended - broke) // 1), [0, 0])
+        counts[0 if 200 <= status < 300 else 1] += 1
+    return dict(sorted(seconds.items()))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -205,7 +217,7 @@ async def main(args: argparse.Namespace) -> None:
     for mode, event in runs:
         for app in args.apps:
             figures = await one_run(app, mode, event, args.driver, args.writers, args.dns_delay)
-            print(json.dumps(asdict(figures)), flush=True)
+            print(json.dumps({**asdict(figures), "timeline": None}), flush=True)
             results.append(figures)
     if args.output:
         text = json.dumps([asdict(r) for r in results], indent=1)
