@@ -23,6 +23,7 @@ import pytest
 from litestar import Litestar, get, post
 from litestar.params import FromPath
 from litestar.testing import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -34,6 +35,8 @@ from litestar_bento_db import (
     create_async_engine_from_config,
 )
 from litestar_bento_db._counters import COUNTERS
+from litestar_bento_db.metrics import REGISTRY
+from litestar_bento_db.metrics.prometheus import DatabaseCollector
 from litestar_bento_db.resilience import DatabaseErrorClassifier, ErrorCategory
 from tests.conftest import create_password_user, records_of, require_replica, require_server
 from tests.load import assert_no_harm, load_around, report_of, start_app
@@ -155,6 +158,12 @@ def test_a_primary_url_that_reaches_a_standby(moves_log: list[logging.LogRecord]
             assert len([r for r in moves_log if MOVED in r.getMessage()]) == 1
     finally:
         proxy.close()
+    prometheus = CollectorRegistry()
+    prometheus.register(DatabaseCollector(REGISTRY))
+    exported = generate_latest(prometheus).decode()
+    label = 'db_client_connection_pool_name="ro"'
+    assert f"bento_db_primary_moves_total{{{label}}} {float(moves + 1)}" in exported
+    assert f"bento_db_primary_read_only_refusals_total{{{label}}} {float(refusals + 1)}" in exported
 
 
 async def _set_read_only(kind: str, on: bool) -> None:
