@@ -73,7 +73,8 @@ class Load:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.calls: list[Call] = []
-        self.readiness: list[tuple[float, int]] = []
+        self.readiness: list[tuple[float, float, int]] = []
+        """(when the probe was sent, when it was answered, its status; -1: no answer)."""
         self._running = True
 
     async def _worker(self, client: httpx.AsyncClient, worker: int) -> None:
@@ -92,11 +93,12 @@ class Load:
 
     async def _probe(self, client: httpx.AsyncClient) -> None:
         while self._running:
+            sent = time.monotonic()
             try:
                 response = await client.get(self.server.url(READY))
-                self.readiness.append((time.monotonic(), response.status_code))
+                self.readiness.append((sent, time.monotonic(), response.status_code))
             except httpx.HTTPError:
-                self.readiness.append((time.monotonic(), -1))
+                self.readiness.append((sent, time.monotonic(), -1))
             await asyncio.sleep(0.1)
 
     async def run_until(self, done: asyncio.Event) -> None:
@@ -131,7 +133,9 @@ def report_of(
         recovery_s=round(first_ok - back, 3) if first_ok is not None else None,
         longest_s=round(max(c.ended - c.started for c in calls if c.kind == "direct"), 3),
         longest_retried_s=round(max(c.ended - c.started for c in calls if c.kind == "unit"), 3),
-        readiness_failed=any(broke <= t <= back and s == 503 for t, s in load.readiness),
+        readiness_failed=any(
+            sent <= back and answered >= broke and s == 503 for sent, answered, s in load.readiness
+        ),
         statuses=dict(statuses),
     )
 

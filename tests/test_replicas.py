@@ -41,6 +41,7 @@ from sqlalchemy import (
     text,
     union,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -424,6 +425,18 @@ async def test_route_reads_keeps_the_makers_session_class_and_listeners() -> Non
                 await session.flush()
                 assert await session.scalar(IN_RECOVERY) is False
                 await session.rollback()
+
+
+async def test_a_multi_host_replica_url_reaches_the_standby() -> None:
+    """The primary and the standby in one replica URL, ``target_session_attrs=standby``."""
+    primary, standby = make_url(require_server("postgresql")), make_url(require_replica())
+    hosts = f"{primary.host}:{primary.port},{standby.host}:{standby.port}"
+    url = f"{PG_SCHEME}://postgres@{hosts}/test?target_session_attrs=standby"
+    async with stack(url) as s:
+        async with s.maker() as session:
+            assert await session.scalar(IN_RECOVERY) is True  # served by the standby
+        (replica,) = s.replicas.replicas
+        assert replica.settings.config.metrics_pool_name == f"{hosts}/test"
 
 
 async def test_status_round_robin_and_no_password() -> None:
