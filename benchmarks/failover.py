@@ -154,13 +154,7 @@ async def one_run(
         running = asyncio.ensure_future(load.run(done))
         try:
             await asyncio.sleep(1.5)
-            reachable = asyncio.ensure_future(asyncio.to_thread(patroni.first_writable, ports, old))
-            broke = time.monotonic()
-            if event == "switchover":
-                await asyncio.to_thread(patroni.switchover, old, candidate)
-            else:
-                patroni.kill_hard(old)
-            back = await reachable
+            broke, back = await patroni.move_primary(event, old, candidate, ports)
             if proxy is not None:  # the name follows the primary late
                 await asyncio.sleep(dns_delay)
                 proxy.target = (patroni.HOST, patroni.pg_port(candidate))

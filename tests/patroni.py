@@ -8,6 +8,7 @@ locally, or fails it under ``CI=true``, when the cluster cannot be had.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -160,3 +161,18 @@ def first_writable(ports: list[int], old_leader: str, timeout: float = 120) -> f
                 return time.monotonic()
         time.sleep(0.01)
     raise AssertionError(f"no new writable primary through {ports} within {timeout} s")
+
+
+async def move_primary(
+    event: str, old: str, candidate: str, ports: list[int]
+) -> tuple[float, float]:
+    """A ``switchover`` from ``old`` to ``candidate``, or a hard ``failover`` (``old``
+    killed); returns when it began and when a new primary was first writable through one
+    of ``ports`` (polled from before the event)."""
+    reachable = asyncio.ensure_future(asyncio.to_thread(first_writable, ports, old))
+    began = time.monotonic()
+    if event == "switchover":
+        await asyncio.to_thread(switchover, old, candidate)
+    else:
+        kill_hard(old)
+    return began, await reachable

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -82,20 +81,11 @@ async def test_writes_survive_the_primary_moving(
         if mode == "haproxy"
         else [patroni.pg_port(node) for node in patroni.NODES if node != old]
     )
-
-    async def move_primary() -> tuple[float, float]:
-        # the new primary reachable through the URL: polled from before the event
-        reachable = asyncio.ensure_future(asyncio.to_thread(patroni.first_writable, ports, old))
-        broke = time.monotonic()
-        if event == "switchover":
-            await asyncio.to_thread(patroni.switchover, old, candidate)
-        else:
-            patroni.kill_hard(old)
-        return broke, await reachable
-
     try:
         server = await start_app(tmp_path, servers, URLS[mode])
-        load, broke, back = await load_around(server, move_primary)
+        load, broke, back = await load_around(
+            server, lambda: patroni.move_primary(event, old, candidate, ports)
+        )
         stored = await _admin([])
     finally:
         await asyncio.to_thread(patroni.ensure)  # the killed node rejoins as a replica
