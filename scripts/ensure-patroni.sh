@@ -170,8 +170,21 @@ postgresql:
 EOF
 }
 
-haproxy_cfg() {
+haproxy_listen() {  # name, port, Patroni check path, extra line (or "")
     local n
+    printf '\nlisten %s_%s\n    bind %s:%s\n' "$SCOPE" "$1" "$HOST" "$2"
+    [ -z "$4" ] || printf '    %s\n' "$4"
+    cat <<EOF
+    option httpchk GET $3
+    http-check expect status 200
+    default-server inter 1s fastinter 250ms downinter 500ms rise 1 fall 2 on-marked-down shutdown-sessions
+EOF
+    for n in "${NODES[@]}"; do
+        echo "    server $n $HOST:$(pg_port "$n") check port $(api_port "$n")"
+    done
+}
+
+haproxy_cfg() {
     cat <<EOF
 # Written by scripts/ensure-patroni.sh on every run; local edits are lost.
 # Started as: haproxy -D -f $CONF/haproxy.cfg -p $ROOT/haproxy.pid
@@ -185,28 +198,9 @@ defaults
     timeout client 30m
     timeout server 30m
     timeout check 2s
-
-listen ${SCOPE}_primary
-    bind $HOST:$PRIMARY_PORT
-    option httpchk GET /primary
-    http-check expect status 200
-    default-server inter 1s fastinter 250ms downinter 500ms rise 1 fall 2 on-marked-down shutdown-sessions
 EOF
-    for n in "${NODES[@]}"; do
-        echo "    server $n $HOST:$(pg_port "$n") check port $(api_port "$n")"
-    done
-    cat <<EOF
-
-listen ${SCOPE}_replicas
-    bind $HOST:$REPLICA_PORT
-    balance roundrobin
-    option httpchk GET /replica
-    http-check expect status 200
-    default-server inter 1s fastinter 250ms downinter 500ms rise 1 fall 2 on-marked-down shutdown-sessions
-EOF
-    for n in "${NODES[@]}"; do
-        echo "    server $n $HOST:$(pg_port "$n") check port $(api_port "$n")"
-    done
+    haproxy_listen primary "$PRIMARY_PORT" /primary ""
+    haproxy_listen replicas "$REPLICA_PORT" /replica "balance roundrobin"
 }
 
 declare -A want_file
