@@ -70,9 +70,13 @@ TARGET_SESSION_ATTRS: Final = (
 #: inside a URL separates the hosts of a multi-host URL)
 URL_LIST_SEPARATOR: Final = r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)"
 _DEFAULT_PORTS: Final = {"postgresql": 5432, "mysql": 3306}
-# scheme://[userinfo@]netloc[/path][?query]: the netloc of libpq's multi-host form
+# scheme://[user[:password]@]hosts[/path][?query], the user info split as SQLAlchemy
+# splits it (a password may hold '/', ',' and '?'): libpq's multi-host form
 # (h1:p1,h2:p2) is not one SQLAlchemy parses
-_NETLOC: Final = re.compile(r"^(?P<scheme>[^:/]+://)(?P<netloc>[^/?]*)(?P<rest>.*)$", re.S)
+_NETLOC: Final = re.compile(
+    r"^(?P<scheme>[^:/]+://)(?:(?P<userinfo>[^:/@]*(?::[^@]*)?)@)?(?P<hosts>[^/?]*)(?P<rest>.*)$",
+    re.S,
+)
 
 
 def database_type_of(backend: str) -> DatabaseType | None:
@@ -91,14 +95,14 @@ def mask_url(url: str | URL) -> str:
         The URL as text, safe to log. A string that does not parse is not echoed.
     """
     try:
-        parsed = url if isinstance(url, URL) else make_url(url)
-    except (ArgumentError, ValueError):
+        parsed = url if isinstance(url, URL) else make_url(_from_libpq_hosts(url.strip(), "url"))
+    except (ArgumentError, ValueError):  # ConfigError too
         return "<unparseable database URL>"
     if parsed.password is None and isinstance(url, str):
         return url  # nothing to hide; rendering would re-quote ':memory:' and options
     masked = parsed.render_as_string(hide_password=True)
-    # readable hosts in the query (host=h1:5432): the text is for people, not parsing
-    return masked.replace("%3A", ":").replace("%2C", ",")
+    # readable hosts in the query (host=h1:5432, host=/run/postgresql): for people to read
+    return masked.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/")
 
 
 def _host_entries(url: URL) -> tuple[str, ...]:
@@ -110,11 +114,13 @@ def _host_entries(url: URL) -> tuple[str, ...]:
     return tuple(entry.strip() for joined in values for entry in joined.split(","))
 
 
-def _split_port(entry: str) -> tuple[str, int | None]:
+def _split_port(entry: str, default: int | None) -> tuple[str, int | None]:
     host, colon, port = entry.rpartition(":")
     if not colon:
-        return entry, None
-    return host, int(port) if port.isdigit() else -1
+        return entry, default
+    # -1 (refused by the checks): not a port, or a host that still holds a colon
+    valid = port.isascii() and port.isdecimal() and ":" not in host
+    return host, int(port) if valid else -1
 
 
 def hosts_of(url: URL) -> tuple[tuple[str, int | None], ...]:
@@ -125,17 +131,20 @@ def hosts_of(url: URL) -> tuple[tuple[str, int | None], ...]:
     entries = _host_entries(url)
     if not entries:
         return ((url.host, url.port),) if url.host else ()
-    return tuple(_split_port(entry) for entry in entries)
+    port = url.query.get("port")  # one host with a separate port key
+    default = (
+        int(port) if len(entries) == 1 and isinstance(port, str) and port.isdecimal() else None
+    )
+    return tuple(_split_port(entry, default) for entry in entries)
 
 
 def _from_libpq_hosts(url: str, field_name: str) -> str:
     """Rewrite libpq's multi-host form (``//u@h1:p1,h2:p2/db``) as SQLAlchemy's (``?host=``)."""
     match = _NETLOC.match(url)
-    if match is None:
+    if match is None or "," not in match["hosts"]:
         return url
-    userinfo, at, hostlist = match["netloc"].rpartition("@")
-    if "," not in hostlist:
-        return url
+    hostlist = match["hosts"]
+    userinfo, at = (match["userinfo"], "@") if match["userinfo"] is not None else ("", "")
     if "[" in hostlist:
         raise ConfigError(
             f"{field_name}: IPv6 addresses are not supported in a multi-host URL; "
@@ -165,8 +174,11 @@ def _check_hosts(parsed: URL, db_type: DatabaseType, backend: str, field_name: s
             )
         return parsed
     entries = _host_entries(parsed)
-    if db_type != "postgresql" and (entries or "," in (parsed.host or "")):
-        raise ConfigError(f"{field_name}: only PostgreSQL URLs may name several hosts")
+    if entries or "," in (parsed.host or ""):
+        if db_type != "postgresql":
+            raise ConfigError(f"{field_name}: only PostgreSQL URLs may name several hosts")
+        if "," in (parsed.host or ""):  # not rewritten: the list did not parse as hosts
+            raise ConfigError(f"{field_name}: malformed list of hosts; expected 'h1:5432,h2:5432'")
     if entries and parsed.host:
         raise ConfigError(
             f"{field_name}: give the hosts either before the database name or as "

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from litestar_bento_db import (
     ConfigError,
@@ -11,6 +12,7 @@ from litestar_bento_db import (
     HealthConfig,
     PluginConfig,
     get_database_config,
+    mask_url,
 )
 from tests.conftest import SECRET
 
@@ -294,3 +296,35 @@ def test_expect_writable_is_on_by_default_and_off_for_replicas(
     assert replica.settings.config.expect_writable is False  # a standby, by design
     clean_env.setenv("DB_EXPECT_WRITABLE", "false")
     assert DatabaseConfig().expect_writable is False
+
+
+@pytest.mark.parametrize(
+    ("url", "pool_name"),
+    [
+        # SQLAlchemy reads a password up to the last '@': ',' and '/' stay in it
+        (f"postgresql://app:1,{SECRET}/x@db1/orders", "db1:5432/orders"),
+        (f"postgresql://app:{SECRET},x/y@db1:5433/orders", "db1:5433/orders"),
+        (f"mysql://app:a,{SECRET}/c@db1/orders", "db1:3306/orders"),
+        (f"postgresql://app:{SECRET}/x@db1,db2/orders", "db1:5432,db2:5432/orders"),
+        ("postgresql://app@/orders?host=db1&port=5433", "db1:5433/orders"),
+    ],
+)
+def test_commas_and_slashes_in_a_password_are_the_passwords(url: str, pool_name: str) -> None:
+    config = DatabaseConfig(url=url)
+    assert config.metrics_pool_name == pool_name
+    password = make_url(url.replace("db1,db2", "db1")).password
+    assert config.sqlalchemy_url.password == password
+    if password:
+        assert password not in config.safe_url
+        assert SECRET not in config.metrics_pool_name
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h1:5433:6,h2/db", "postgresql://u@h1:²,h2/db"])
+def test_odd_ports_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match="port must be between 1 and 65535"):
+        DatabaseConfig(url=url)
+
+
+def test_mask_url_reads_the_libpq_multi_host_form() -> None:
+    masked = mask_url(f"postgresql://app:{SECRET}@db1:5432,db2:5433/orders")
+    assert masked == "postgresql://app:***@/orders?host=db1:5432&host=db2:5433"
