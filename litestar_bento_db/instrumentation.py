@@ -15,8 +15,7 @@ In this order:
    (:func:`~litestar_bento_db.resilience.classification.on_handle_error`); then, on an
    engine expected to reach the primary (``expect_writable``, not SQLite), a write
    refused as read-only replaces the pool
-   (:class:`~litestar_bento_db.resilience.failover.PrimaryWatch`, which also stamps each
-   new connection through ``connect``).
+   (:class:`~litestar_bento_db.resilience.failover.PrimaryWatch`).
 3. Liveness (where the settings check it): ``checkout``/``checkin`` pool events that
    check connections without I/O and ping idle ones
    (:func:`~litestar_bento_db.liveness.watch_checkouts`).
@@ -111,9 +110,7 @@ def install(engine: Engine, settings: DialectSettings) -> None:
     event.listen(engine, "connect", connect)
     event.listen(engine, "handle_error", on_handle_error)
     if config.expect_writable and not config.is_sqlite:
-        watch = PrimaryWatch(config.metrics_pool_name)
-        event.listen(engine, "connect", watch.on_connect)
-        event.listen(engine, "handle_error", watch.on_handle_error)
+        event.listen(engine, "handle_error", PrimaryWatch(config.metrics_pool_name).on_handle_error)
     execute_layers: list[Layer] = []
     if settings.checks_liveness:
         pre_ping_idle = config.pre_ping_idle if config.pool_pre_ping else None

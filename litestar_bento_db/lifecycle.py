@@ -98,6 +98,11 @@ class Probe:
     """The server refuses writes (a standby, read-only mode); None when not asked."""
 
 
+#: what a read-only check answers for "writable": false, 0, and MariaDB's ``read_only``
+#: ENUM ``OFF`` (its other values, ``ON`` and the ``NO_LOCK`` ones, are read-only)
+_WRITABLE_ANSWERS = frozenset({"FALSE", "0", "OFF", "NONE", ""})
+
+
 async def _open_and_ping(engine: AsyncEngine, query: str) -> tuple[AsyncConnection, bool]:
     connection = await engine.connect()
     try:
@@ -105,7 +110,7 @@ async def _open_and_ping(engine: AsyncEngine, query: str) -> tuple[AsyncConnecti
     except BaseException:
         await connection.close()
         raise
-    return connection, bool(answer)
+    return connection, str(answer).strip().upper() not in _WRITABLE_ANSWERS
 
 
 async def _ping(engine: AsyncEngine, connections: int, query: str) -> bool:

@@ -35,6 +35,7 @@ from litestar_bento_db import (
     create_async_engine_from_config,
 )
 from litestar_bento_db._counters import COUNTERS
+from litestar_bento_db.lifecycle import probe
 from litestar_bento_db.metrics import REGISTRY
 from litestar_bento_db.metrics.prometheus import DatabaseCollector
 from litestar_bento_db.resilience import DatabaseErrorClassifier, ErrorCategory
@@ -254,3 +255,38 @@ async def test_a_primary_turning_read_only_under_write_load(
     assert report.recovery_s <= 2.0, report
     # logged once for the whole event, not once per refused request
     assert server.output().count(MOVED) == 1, server.output()[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("answer", "read_only"),
+    [("0", False), ("1", True), ("'OFF'", False), ("'ON'", True), ("'NO_LOCK'", True)],
+)
+async def test_read_only_answers_are_read_as_the_servers_give_them(
+    answer: str, read_only: bool
+) -> None:
+    """MySQL's read_only is 0/1; newer MariaDB's an ENUM (OFF, ON, NO_LOCK, ...)."""
+    engine = create_async_engine_from_config(DatabaseConfig(url="sqlite+aiosqlite:///:memory:"))
+    try:
+        result = await probe(engine, timeout=5, read_only_query=f"SELECT {answer}")
+    finally:
+        await engine.dispose()
+    assert result.ok
+    assert result.read_only is read_only
+
+
+@pytest.mark.usefixtures("table")
+async def test_a_read_only_transaction_the_app_asked_for_is_not_a_move() -> None:
+    """``postgresql_readonly``: the refusal is the app's own; the pool stays."""
+    engine = create_async_engine_from_config(
+        DatabaseConfig(url=require_server("postgresql"), pool_name="ro-own")
+    )
+    try:
+        async with engine.connect() as connection:
+            own = await connection.execution_options(postgresql_readonly=True)
+            with pytest.raises(DBAPIError) as refused:
+                await own.execute(text("INSERT INTO bento_ro (k) VALUES ('own')"))
+        assert DatabaseErrorClassifier.classify(refused.value) is ErrorCategory.READ_ONLY
+        assert not refused.value.connection_invalidated
+        assert COUNTERS.primary_moves.get("ro-own", 0) == 0
+    finally:
+        await engine.dispose()

@@ -125,9 +125,10 @@ POSTGRES_REFINEMENTS: Final[dict[tuple[str, str], ErrorCategory]] = {
 
 #: MySQL/MariaDB codes whose meaning depends on the message: (error number, text the
 #: message contains) -> category. 1290 names the server option that refused the
-#: statement: ``--read-only`` and ``--super-read-only`` make it a read-only refusal.
+#: statement: ``--read-only`` and ``--super-read-only`` (also as ``--read-only=ON``)
+#: make it a read-only refusal; no other option's name holds "read-only".
 MYSQL_REFINEMENTS: Final[dict[tuple[int, str], ErrorCategory]] = {
-    (1290, "read-only option"): RO,
+    (1290, "read-only"): RO,
 }
 
 #: fallback by SQLSTATE class (first two characters)
