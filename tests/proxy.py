@@ -61,12 +61,16 @@ class TcpProxy:
         writer.close()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        # known at once, so that off() cuts it even while the target is being dialled
+        # (else its transport outlives the proxy's loop: a ResourceWarning in a later test)
+        self._writers.add(client_w)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
+            self._writers.discard(client_w)
             client_w.close()
             return
-        self._writers.update((client_w, server_w))
+        self._writers.add(server_w)
         last = ["server"]  # who sent the previous burst on this connection
         await asyncio.gather(
             self._pipe(client_r, server_w, last, "client"),
