@@ -29,6 +29,7 @@ from litestar_bento_db._values import (
 )
 from litestar_bento_db.urls import (
     BACKENDS,
+    DEFAULT_PORTS,
     URL_LIST_SEPARATOR,
     DatabaseType,
     hosts_of,
@@ -153,7 +154,7 @@ class DatabaseConfig:
         url = self.sqlalchemy_url
         if self.is_sqlite:
             return url.database or ":memory:"
-        default = {"postgresql": 5432, "mysql": 3306}[self.database_type]
+        default = DEFAULT_PORTS[self.database_type]
         hosts = ",".join(f"{host}:{port or default}" for host, port in hosts_of(url))
         return f"{hosts}/{url.database or ''}"
 

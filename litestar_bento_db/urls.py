@@ -14,6 +14,7 @@ from litestar_bento_db._values import ConfigError
 from litestar_bento_db.drivers import DRIVERS, driver_named
 
 __all__ = [
+    "DEFAULT_PORTS",
     "URL_LIST_SEPARATOR",
     "DatabaseType",
     "database_type_of",
@@ -69,7 +70,8 @@ TARGET_SESSION_ATTRS: Final = (
 #: where a list of URLs in one variable splits: a comma before the next scheme (a comma
 #: inside a URL separates the hosts of a multi-host URL)
 URL_LIST_SEPARATOR: Final = r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)"
-_DEFAULT_PORTS: Final = {"postgresql": 5432, "mysql": 3306}
+#: the port a host without one gets, per database type
+DEFAULT_PORTS: Final = {"postgresql": 5432, "mysql": 3306}
 # scheme://[user[:password]@]hosts[/path][?query], the user info split as SQLAlchemy
 # splits it (a password may hold '/', ',' and '?'): libpq's multi-host form
 # (h1:p1,h2:p2) is not one SQLAlchemy parses
@@ -209,7 +211,7 @@ def _check_hosts(parsed: URL, db_type: DatabaseType, backend: str, field_name: s
     if not several:
         return parsed
     # every host with its port, one key each: asyncpg's dialect needs them all
-    default = _DEFAULT_PORTS[db_type]
+    default = DEFAULT_PORTS[db_type]
     pairs = [("host", f"{host}:{port or default}") for host, port in hosts]
     return parsed.update_query_pairs(pairs)
 
