@@ -24,6 +24,7 @@ services:
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-prometheus.sh
 	bash scripts/ensure-patroni.sh || echo "make: the Patroni cluster is not available (its tests skip, or fail under CI=true)" >&2
+	bash scripts/ensure-tls.sh || echo "make: the TLS servers are not available (their tests skip, or fail under CI=true)" >&2
 
 # The suite on asyncpg, then its PostgreSQL part again on psycopg (TEST_PG_DRIVER);
 # $(2): further pytest arguments. pytest exits 5 when it collected no test: that is a
