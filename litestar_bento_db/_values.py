@@ -20,6 +20,9 @@ __all__ = [
     "ConfigError",
     "Parser",
     "boolean",
+    "callable_value",
+    "choice",
+    "env_name",
     "integer",
     "items",
     "label",
@@ -27,6 +30,7 @@ __all__ = [
     "number",
     "option",
     "optional",
+    "readable_file",
     "render_fields",
     "safe_fields",
     "setting",
@@ -120,6 +124,37 @@ name = printable("name", 63)
 """A name of at most 63 characters (PostgreSQL's identifier limit)."""
 label = printable("label", 200)
 """A label of at most 200 characters (a metric attribute)."""
+
+
+def choice(values: tuple[str, ...]) -> Parser:
+    """One of ``values`` (text, compared without surrounding blanks)."""
+
+    def parse_choice(value: Any, field_name: str) -> str:
+        text = value.strip() if isinstance(value, str) else None
+        if text not in values:
+            raise ConfigError(f"{field_name}: expected one of {', '.join(values)}, got {value!r}")
+        return text
+
+    return parse_choice
+
+
+def readable_file(value: Any, field_name: str) -> str:
+    """The path of a file that exists and can be read (its content is not read here)."""
+    path = value.strip() if isinstance(value, str) else None
+    if not path:
+        raise ConfigError(f"{field_name}: expected the path of a file")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{field_name}: no such file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{field_name}: the file cannot be read: {path}")
+    return path
+
+
+def callable_value(value: Any, field_name: str) -> Any:
+    """A callable (a function, or an object with ``__call__``)."""
+    if not callable(value):
+        raise ConfigError(f"{field_name}: expected a callable, got {type(value).__name__}")
+    return value
 
 
 def optional(parse: Parser) -> Parser:

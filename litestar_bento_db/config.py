@@ -9,6 +9,7 @@ field or variable; no message ever contains the password.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import URL, make_url
@@ -16,17 +17,23 @@ from sqlalchemy.engine import URL, make_url
 from litestar_bento_db._values import (
     ConfigError,
     boolean,
+    callable_value,
+    choice,
+    env_name,
     integer,
     items,
     label,
     name,
     number,
+    option,
     optional,
+    readable_file,
     render_fields,
     safe_fields,
     setting,
     validate_fields,
 )
+from litestar_bento_db.tls import SSL_MODES, SYSTEM_CA, SslMode, TlsSettings, tls_fields_of_url
 from litestar_bento_db.urls import (
     BACKENDS,
     DEFAULT_PORTS,
@@ -38,6 +45,16 @@ from litestar_bento_db.urls import (
 )
 
 __all__ = ["ConfigError", "DatabaseConfig", "DatabaseType", "get_database_config", "mask_url"]
+
+
+#: a ``password_provider``: returns the password (or a token) for one new connection
+PasswordProvider = Callable[[], str | Awaitable[str]]
+
+
+def _ca_file(value: object, field_name: str) -> str:
+    if isinstance(value, str) and value.strip() == SYSTEM_CA:
+        return SYSTEM_CA
+    return readable_file(value, field_name)
 
 
 def _mask_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
@@ -120,6 +137,27 @@ class DatabaseConfig:
     slow_statement_threshold: float = setting(0.0, number(0))
     """Seconds after which a statement is logged at WARNING with its SQL (never its
     parameters); 0 turns it off."""
+    ssl_mode: SslMode | None = setting(None, optional(choice(SSL_MODES)))
+    """TLS, in libpq's terms for every driver: ``disable``, ``prefer``, ``require``,
+    ``verify-ca`` (the server's certificate must chain to ``ssl_root_cert``),
+    ``verify-full`` (and name the host connected to). Unset: the URL's (PostgreSQL
+    ``sslmode``; MySQL ``ssl_ca`` means ``verify-full``), else ``verify-full`` when a CA
+    is given, ``require`` when only a client certificate is, else the driver's default
+    (asyncpg and psycopg: ``prefer``; asyncmy: no TLS). Replicas use the same."""
+    ssl_root_cert: str | None = setting(None, optional(_ca_file))
+    """The CA file (PEM) the server's certificate must chain to; ``system`` for the
+    system's trusted CAs (a managed service with a public certificate)."""
+    ssl_cert: str | None = setting(None, optional(readable_file))
+    """A client certificate file (PEM), for servers that authenticate by certificate."""
+    ssl_key: str | None = setting(None, optional(readable_file))
+    """The client certificate's private key file (PEM), unless ``ssl_cert`` holds it."""
+    password_file: str | None = setting(None, optional(readable_file))
+    """A file holding the password, read again for each new connection (a Docker or
+    Kubernetes secret, a Vault agent's file): a rotated password is used without a
+    restart. The URL must then hold no password. A trailing newline is ignored."""
+    password_provider: PasswordProvider | None = option(None, optional(callable_value))
+    """A function (or coroutine function) returning the password for each new connection,
+    e.g. an RDS IAM token. The URL must then hold no password. No environment variable."""
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -128,6 +166,65 @@ class DatabaseConfig:
             raise ConfigError(
                 f"read_replica_urls: replicas must be {self.database_type} databases like url"
             )
+        self._resolve_tls()
+        self._check_password()
+
+    def _resolve_tls(self) -> None:
+        """Take the URL's TLS keys into the fields; complete and check the mode."""
+        for field_name, (key, value) in tls_fields_of_url(self.url, self.database_type).items():
+            given = getattr(self, field_name)
+            parse = next(f for f in dataclasses.fields(self) if f.name == field_name).metadata
+            value = parse["parse"](value, f"url ({key})")
+            if given is not None and given != value:
+                raise ConfigError(
+                    f"{field_name} ({env_name(field_name)}) is {given!r} but the url's {key} "
+                    f"asks for {value!r}; give it once"
+                )
+            object.__setattr__(self, field_name, value)
+        mode, files = self.ssl_mode, (self.ssl_root_cert, self.ssl_cert, self.ssl_key)
+        if mode is None and any(files):
+            mode = "verify-full" if self.ssl_root_cert else "require"
+            object.__setattr__(self, "ssl_mode", mode)
+        if mode is None:
+            return
+        if self.is_sqlite:
+            raise ConfigError("ssl_mode: SQLite has no TLS; leave DB_SSL_* unset")
+        if mode == "disable" and any(files):
+            raise ConfigError(
+                "ssl_mode is 'disable' but a certificate is given (ssl_root_cert, ssl_cert, "
+                "ssl_key); remove them or choose another mode"
+            )
+        if mode.startswith("verify-") and self.ssl_root_cert is None:
+            raise ConfigError(
+                f"ssl_mode {mode!r} needs ssl_root_cert (DB_SSL_ROOT_CERT): the CA file, "
+                f"or '{SYSTEM_CA}' for the system's trusted CAs"
+            )
+        if self.ssl_key and not self.ssl_cert:
+            raise ConfigError("ssl_key (DB_SSL_KEY) is given without ssl_cert (DB_SSL_CERT)")
+        tls = self.tls
+        if tls is not None and tls.encrypts:
+            tls.ssl_context()  # the files are certificates and keys (ConfigError if not)
+
+    def _check_password(self) -> None:
+        sources = [name for name in ("password_file", "password_provider") if getattr(self, name)]
+        if not sources:
+            return
+        if self.is_sqlite:
+            raise ConfigError(f"{sources[0]}: SQLite takes no password")
+        if len(sources) > 1:
+            raise ConfigError("password_file and password_provider are both set; give one")
+        urls = (self.url, *self.read_replica_urls)
+        if any(make_url(url).password is not None for url in urls):
+            raise ConfigError(
+                f"{sources[0]} is set and a URL holds a password too; give the password once"
+            )
+
+    @property
+    def tls(self) -> TlsSettings | None:
+        """The TLS to use; None: the driver's default (no TLS setting anywhere)."""
+        if self.ssl_mode is None:
+            return None
+        return TlsSettings(self.ssl_mode, self.ssl_root_cert, self.ssl_cert, self.ssl_key)
 
     def __repr__(self) -> str:
         return render_fields(self)

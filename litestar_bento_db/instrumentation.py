@@ -8,8 +8,11 @@ SQLAlchemy engine plugin :class:`EnginePlugin`, whose ``engine_created`` hook ca
 
 In this order:
 
-1. ``connect`` (pool event): the dialect settings' ``on_connect`` (session settings,
-   pragmas) on each new connection.
+1. ``do_connect`` (dialect event), where a password is read from a file or provider or
+   TLS is asked for: the :class:`~litestar_bento_db.connector.Connector` opens each new
+   connection (a fresh password, TLS failures marked, one more try after a password
+   rotation); then ``connect`` (pool event): the dialect settings' ``on_connect``
+   (session settings, pragmas) on each new connection.
 2. ``handle_error`` (dialect event): errors marked, failed COMMITs counted, the
    connection replaced where the category's policy says so
    (:func:`~litestar_bento_db.resilience.classification.on_handle_error`); then, on an
@@ -43,6 +46,7 @@ from sqlalchemy.dialects import plugins
 from sqlalchemy.engine import URL, CreateEnginePlugin
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from litestar_bento_db.connector import Connector
 from litestar_bento_db.liveness import replaying, watch_checkouts
 from litestar_bento_db.metrics.instrument import (
     Layer,
@@ -52,6 +56,7 @@ from litestar_bento_db.metrics.instrument import (
 )
 from litestar_bento_db.resilience.classification import mark_commit_error, on_handle_error
 from litestar_bento_db.resilience.failover import PrimaryWatch
+from litestar_bento_db.tls import without_tls_keys
 
 if TYPE_CHECKING:
     from litestar_bento_db.engines.base import DialectSettings
@@ -103,6 +108,9 @@ def install(engine: Engine, settings: DialectSettings) -> None:
         settings: The dialect settings it was built from.
     """
     config = settings.config
+    connector = Connector(settings)
+    if connector.needed:
+        event.listen(engine, "do_connect", connector.do_connect)
 
     def connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         settings.on_connect(dbapi_connection)
@@ -143,7 +151,9 @@ class EnginePlugin(CreateEnginePlugin):
 
     :meth:`DialectSettings.get_engine_kwargs` names it (``plugins=["litestar_bento_db"]``).
     It also turns SQLAlchemy's own ``pool_pre_ping`` off where the settings check
-    liveness themselves (the kwargs report ``pool_pre_ping`` as configured).
+    liveness themselves (the kwargs report ``pool_pre_ping`` as configured), and takes
+    the TLS keys (``sslmode``, ``ssl_ca``, ...) out of the URL: the settings' connect
+    arguments carry them in each driver's terms.
     """
 
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
@@ -157,8 +167,8 @@ class EnginePlugin(CreateEnginePlugin):
         super().__init__(url, kwargs)
 
     def update_url(self, url: URL) -> URL:
-        """The URL unchanged: the plugin takes nothing from it."""
-        return url
+        """The URL without its TLS keys: the settings hand them to the driver its way."""
+        return without_tls_keys(url)
 
     def handle_pool_kwargs(self, pool_cls: type, pool_args: dict[str, Any]) -> None:
         """SQLAlchemy's pre-ping gives way to the liveness checks."""

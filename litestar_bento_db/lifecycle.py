@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import Pool, QueuePool
 
 from litestar_bento_db.pool import LoopBoundPool
+from litestar_bento_db.resilience.classification import describe_error
 from litestar_bento_db.urls import database_type_of, mask_url
 
 __all__ = [
@@ -93,7 +94,8 @@ class Probe:
     checked_at: float
     """``time.monotonic()`` when the probe finished."""
     error: str | None = None
-    """The error's class name when it failed (never its message: it may carry secrets)."""
+    """Why it failed: a TLS failure's reason, else the error's class name (never its
+    message: it may carry secrets)."""
     read_only: bool | None = None
     """The server refuses writes (a standby, read-only mode); None when not asked."""
 
@@ -154,8 +156,8 @@ async def probe(
         async with asyncio.timeout(timeout):
             read_only = await _ping(engine, max(1, connections), read_only_query or "SELECT 1")
     except Exception as exc:
-        # class name only: driver messages can carry the user, host or SQL
-        return Probe(False, None, time.monotonic(), type(exc).__name__)
+        # never the message: driver messages can carry the user, host or SQL
+        return Probe(False, None, time.monotonic(), describe_error(exc))
     latency = round((time.perf_counter() - started) * 1000, 2)
     return Probe(True, latency, time.monotonic(), read_only=read_only if read_only_query else None)
 
@@ -201,7 +203,8 @@ async def get_database_info(engine: AsyncEngine, *, timeout: float = 5.0) -> dic
 
     Returns:
         ``driver``, ``database_type``, ``database_name``, ``server_version``,
-        ``reachable``, ``latency_ms`` and the pool figures of :func:`pool_status`.
+        ``reachable``, ``error`` (why not: :attr:`Probe.error`), ``latency_ms`` and the
+        pool figures of :func:`pool_status`.
     """
     dialect = engine.dialect
     result = await probe(engine, timeout=timeout)
@@ -211,6 +214,7 @@ async def get_database_info(engine: AsyncEngine, *, timeout: float = 5.0) -> dic
         "database_type": database_type_of(dialect.name) or dialect.name,
         "database_name": engine.url.database,
         "reachable": result.ok,
+        "error": result.error,
         "latency_ms": result.latency_ms,
         "server_version": ".".join(str(part) for part in version) if version else None,
         **pool_status(engine.pool),

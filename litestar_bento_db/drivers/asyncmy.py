@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from litestar_bento_db.drivers.base import ProtocolDriver, Reported
+from litestar_bento_db.tls import NO_TLS, causes_of
 
 if TYPE_CHECKING:
     from litestar_bento_db.config import DatabaseConfig
+    from litestar_bento_db.tls import TlsSettings
 
 __all__ = ["AsyncmyDriver"]
 
@@ -19,6 +22,10 @@ READ_TIMEOUT_MARGIN = 0.25
 # where the server names the constraint in its message; the value part of a duplicate-key
 # message comes first, so the last match is the server's own
 _CONSTRAINT_NAME: Final = re.compile(r"for key '([^']+)'|CONSTRAINT `([^`]+)`|constraint '([^']+)'")
+#: OpenSSL's reason when the peer answers a TLS handshake in plain text: asyncmy starts
+#: TLS whether or not the server offered it, and a server without TLS goes on in MySQL's
+#: plain protocol
+_PLAIN_TEXT_ANSWER: Final = "WRONG_VERSION_NUMBER"
 
 
 class AsyncmyDriver(ProtocolDriver):
@@ -48,6 +55,22 @@ class AsyncmyDriver(ProtocolDriver):
             margin = min(READ_TIMEOUT_MARGIN, config.command_timeout / 10)
             args["read_timeout"] = config.command_timeout + margin
         return args
+
+    def tls_args(self, tls: TlsSettings) -> dict[str, Any]:
+        """``ssl``: an ``SSLContext`` (asyncmy's own dict skips verification without a CA).
+
+        Asyncmy always starts TLS when given one: ``prefer`` falls back to a plain
+        connection when the server has no TLS (:mod:`litestar_bento_db.connector`).
+        """
+        return {"ssl": tls.ssl_context()} if tls.encrypts else {}
+
+    def tls_failure(self, error: BaseException) -> str | None:
+        """The ``ssl`` error asyncmy wraps in error 2003 ("Can't connect")."""
+        plain = (
+            isinstance(cause, ssl.SSLError) and cause.reason == _PLAIN_TEXT_ANSWER
+            for cause in causes_of(error)
+        )
+        return NO_TLS if any(plain) else super().tls_failure(error)
 
     def loop_of(self, driver_connection: Any) -> asyncio.AbstractEventLoop | None:
         """Asyncmy's public ``loop``."""

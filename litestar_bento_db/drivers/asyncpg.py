@@ -7,15 +7,20 @@ import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from litestar_bento_db.drivers.base import ProtocolDriver, Reported, postgres_server_settings
+from litestar_bento_db.tls import NO_TLS
 
 if TYPE_CHECKING:
     from litestar_bento_db.config import DatabaseConfig
+    from litestar_bento_db.tls import TlsSettings
 
 __all__ = ["AsyncpgDriver"]
 
 
 #: sqlclient_unable_to_establish_sqlconnection
 _NO_MATCHING_HOST = "08001"
+#: asyncpg's only sign that the server answered "no TLS here" to its SSLRequest: a plain
+#: ``ConnectionError`` saying so (pinned by tests/test_upstream_pins.py)
+_REJECTED_UPGRADE = "rejected SSL upgrade"
 
 
 def _unique_statement_name() -> str:
@@ -50,6 +55,19 @@ class AsyncpgDriver(ProtocolDriver):
             args["prepared_statement_cache_size"] = 0
             args["prepared_statement_name_func"] = _unique_statement_name
         return args
+
+    def tls_args(self, tls: TlsSettings) -> dict[str, Any]:
+        """``ssl``: an ``SSLContext`` when TLS is required, else asyncpg's own mode name.
+
+        Asyncpg takes certificate files only inside a DSN: the context carries them.
+        """
+        return {"ssl": tls.ssl_context() if tls.required else tls.mode}
+
+    def tls_failure(self, error: BaseException) -> str | None:
+        """The ``ssl`` error in the chain; or the server refused TLS (under ``require``)."""
+        if type(error) is ConnectionError and _REJECTED_UPGRADE in str(error):
+            return NO_TLS
+        return super().tls_failure(error)
 
     def loop_of(self, driver_connection: Any) -> asyncio.AbstractEventLoop | None:
         """Asyncpg keeps its loop in ``_loop`` (private, pinned)."""

@@ -16,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from litestar_bento_db.tls import ssl_error_reason
+
 if TYPE_CHECKING:
     from litestar_bento_db.config import DatabaseConfig
+    from litestar_bento_db.tls import TlsSettings
     from litestar_bento_db.urls import DatabaseType
 
 __all__ = ["Call", "Driver", "ProtocolDriver", "Reported", "postgres_server_settings"]
@@ -75,6 +78,19 @@ class Driver:
     def connect_args(self, config: DatabaseConfig) -> dict[str, Any]:
         """Keyword arguments for the driver's ``connect()`` (through SQLAlchemy)."""
         raise NotImplementedError
+
+    def tls_args(self, tls: TlsSettings) -> dict[str, Any]:
+        """Keyword arguments for ``connect()`` that ask for ``tls``."""
+        raise NotImplementedError
+
+    def tls_failure(self, error: BaseException) -> str | None:
+        """Why ``error``, raised by ``connect()``, is a TLS failure; None if it is not one.
+
+        A TLS failure is one that trying again cannot fix: a certificate not trusted or
+        not naming the host, a server without TLS when TLS is required. By default: the
+        ``ssl`` module's error in the chain (:func:`~litestar_bento_db.tls.ssl_error_reason`).
+        """
+        return ssl_error_reason(error)
 
     def owns_connection(self, driver_connection: Any) -> bool:
         """Whether ``driver_connection`` is one of this driver's connections.

@@ -14,12 +14,21 @@ import math
 import re
 import select
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from litestar_bento_db.drivers.base import Call, Driver, Reported, postgres_server_settings
+from litestar_bento_db.tls import (
+    HANDSHAKE_FAILED,
+    HOST_NAME_MISMATCH,
+    NO_TLS,
+    SYSTEM_CA,
+    UNTRUSTED,
+)
 
 if TYPE_CHECKING:
     from litestar_bento_db.config import DatabaseConfig
+    from litestar_bento_db.tls import TlsSettings
 
 __all__ = ["PsycopgDriver"]
 
@@ -27,10 +36,24 @@ __all__ = ["PsycopgDriver"]
 #: the server's FATAL line. (message fragment, the SQLSTATE the server sent)
 _REFUSALS: Final = (
     (re.compile(r"password authentication failed"), "28P01"),
-    (re.compile(r'role "[^"]*" does not exist|no pg_hba\.conf entry'), "28000"),
+    (
+        re.compile(
+            r'role "[^"]*" does not exist|no pg_hba\.conf entry|pg_hba\.conf rejects connection'
+            r"|requires a valid client certificate|certificate authentication failed"
+        ),
+        "28000",
+    ),
     (re.compile(r'database "[^"]*" does not exist'), "3D000"),
     (re.compile(r"too many clients|too many connections"), "53300"),
     (re.compile(r"database system is (starting up|shutting down|in recovery)"), "57P03"),
+)
+#: libpq reports a TLS failure in its message only (no SSL error object reaches Python):
+#: (message fragment, the reason). "SSL SYSCALL error" (the connection cut) is not one.
+_TLS_FAILURES: Final = (
+    (re.compile(r"server does not support SSL"), NO_TLS),
+    (re.compile(r"server certificate for .* does not match host name"), HOST_NAME_MISMATCH),
+    (re.compile(r"certificate verify failed"), UNTRUSTED),
+    (re.compile(r"SSL error: (.+)"), HANDSHAKE_FAILED),
 )
 #: what a psycopg connection failure without a server code is: ``connection_failure``
 _CONNECTION_FAILURE: Final = "08006"
@@ -133,6 +156,35 @@ class PsycopgDriver(Driver):
             settings["statement_timeout"] = str(max(1, round(config.command_timeout * 1000)))
         args["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
         return args
+
+    def tls_args(self, tls: TlsSettings) -> dict[str, Any]:
+        """Libpq's own ``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``.
+
+        ``system`` is given as the system's CA file (libpq before 16 reads the word as a
+        file name; 16 and later also refuse it below ``verify-full``).
+        """
+        args: dict[str, Any] = {"sslmode": tls.mode}
+        root_cert = tls.root_cert
+        if root_cert == SYSTEM_CA:
+            root_cert = ssl.get_default_verify_paths().cafile or SYSTEM_CA
+        for key, value in (("sslrootcert", root_cert), ("sslcert", tls.cert), ("sslkey", tls.key)):
+            if value is not None:
+                args[key] = value
+        return args
+
+    def tls_failure(self, error: BaseException) -> str | None:
+        """From libpq's message (see ``_TLS_FAILURES``)."""
+        import psycopg
+
+        if not isinstance(error, psycopg.OperationalError):
+            return None
+        message = str(error)
+        for pattern, reason in _TLS_FAILURES:
+            match = pattern.search(message)
+            if match is not None:
+                detail = match.group(1).strip() if match.groups() else ""
+                return f"{reason} ({detail})" if detail else reason
+        return None
 
     def loop_of(self, driver_connection: Any) -> asyncio.AbstractEventLoop | None:
         """The loop :class:`LoopBoundConnection` recorded (None for a plain connection)."""

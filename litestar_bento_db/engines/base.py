@@ -58,8 +58,12 @@ class DialectSettings(ABC):
         return DRIVERS[self.config.driver]
 
     def get_connect_args(self) -> dict[str, Any]:
-        """Keyword arguments for the driver's ``connect()`` (its adapter decides)."""
-        return self.driver.connect_args(self.config)
+        """Keyword arguments for the driver's ``connect()`` (its adapter decides), TLS too."""
+        args = self.driver.connect_args(self.config)
+        tls = self.config.tls
+        if tls is not None:
+            args.update(self.driver.tls_args(tls))
+        return args
 
     def get_pool_kwargs(self) -> dict[str, Any]:
         """Pool arguments for ``create_async_engine``."""

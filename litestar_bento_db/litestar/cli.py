@@ -55,7 +55,10 @@ def add_cli_commands(cli: click.Group, settings: DialectSettings) -> None:
             answered = f"{info['database_type']} answered in {info['latency_ms']} ms"
             click.echo(f"ok: {answered} ({info['url']})")
             return
-        click.echo(f"error: database not reachable within {timeout:g} s ({info['url']})", err=True)
+        click.echo(
+            f"error: database not reachable within {timeout:g} s: {info['error']} ({info['url']})",
+            err=True,
+        )
         sys.exit(1)
 
     @bento_db.command(name="info")

@@ -29,6 +29,7 @@ from litestar_bento_db.lifecycle import Probe, init_database, pool_status, probe
 from litestar_bento_db.litestar.config import PluginConfig
 from litestar_bento_db.metrics.core import REGISTRY, pool_limits
 from litestar_bento_db.replicas import ReplicaSet, ReplicaWatcher
+from litestar_bento_db.resilience.classification import describe_error
 
 __all__ = ["DatabaseRuntime", "DatabaseStartupError", "Phase"]
 
@@ -122,8 +123,8 @@ class DatabaseRuntime:
 
     @staticmethod
     def _describe(exc: BaseException) -> str:
-        # class name only: driver messages can carry the user, host or SQL
-        return str(exc) if isinstance(exc, _StartupFailed) else type(exc).__name__
+        # never the message: driver messages can carry the user, host or SQL
+        return str(exc) if isinstance(exc, _StartupFailed) else describe_error(exc)
 
     def _on_shutdown_signal(self, signum: int) -> None:
         if self.phase in (Phase.STARTING, Phase.READY):

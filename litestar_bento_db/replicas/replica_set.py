@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litestar_bento_db.config import ConfigError, DatabaseConfig
 from litestar_bento_db.engines import DialectSettings, get_engine_for_config
-from litestar_bento_db.resilience.classification import error_chain
+from litestar_bento_db.resilience.classification import describe_error
 
 __all__ = ["Replica", "ReplicaSet", "ReplicaState", "error_name"]
 
@@ -30,15 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def error_name(error: BaseException) -> str:
-    """The class name of the innermost error (the driver's, under SQLAlchemy's wrapper).
-
-    A name only: messages may carry hosts, users or SQL.
-    """
-    name = type(error).__name__
-    for current in error_chain(error):
-        if isinstance(current, Exception):  # not the CancelledError under a timeout
-            name = type(current).__name__
-    return name
+    """What failed, for the replica's state: :func:`describe_error` (no message)."""
+    return describe_error(error)
 
 
 @dataclass(frozen=True)

@@ -36,15 +36,18 @@ __all__ = [
     "DatabaseErrorClassifier",
     "ErrorCategory",
     "Reported",
+    "describe_error",
     "error_chain",
     "is_database_error",
     "is_database_error_retryable",
     "is_driver_error",
     "mark_commit_error",
     "mark_database_error",
+    "mark_tls_failure",
     "on_handle_error",
     "reported",
     "retryable_categories",
+    "tls_failure_of",
 ]
 
 #: attribute set on an exception raised while a COMMIT was in flight
@@ -52,6 +55,9 @@ DURING_COMMIT_ATTR = "_bento_during_commit"
 #: attribute set on a driver exception that reached the caller unwrapped (asyncpg's
 #: ``TimeoutError`` and ``OSError`` at connect or from ``command_timeout``)
 DATABASE_ERROR_ATTR = "_bento_database_error"
+#: attribute set on an error a connection attempt raised because of TLS: the reason
+#: (set by :mod:`litestar_bento_db.connector`, which asks the driver's adapter)
+TLS_FAILURE_ATTR = "_bento_tls_failure"
 
 
 def error_chain(exc: BaseException) -> Iterator[BaseException]:
@@ -80,6 +86,34 @@ def reported(exc: BaseException) -> Reported | None:
         if report is not None:
             return report
     return None
+
+
+def mark_tls_failure(error: BaseException, reason: str) -> None:
+    """Mark ``error`` as a TLS failure: PERMANENT, and ``reason`` is what readiness says."""
+    with contextlib.suppress(AttributeError):  # an exception type with __slots__
+        setattr(error, TLS_FAILURE_ATTR, reason)
+        setattr(error, DATABASE_ERROR_ATTR, True)
+
+
+def tls_failure_of(exc: BaseException) -> str | None:
+    """The TLS failure's reason, when a connection attempt in the chain failed on TLS."""
+    reasons = (getattr(error, TLS_FAILURE_ATTR, None) for error in error_chain(exc))
+    return next((reason for reason in reasons if reason is not None), None)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for output: a TLS failure's, else the innermost error's class name.
+
+    Never a message: driver messages may carry hosts, users or SQL.
+    """
+    reason = tls_failure_of(exc)
+    if reason is not None:
+        return reason
+    name = type(exc).__name__
+    for current in error_chain(exc):
+        if isinstance(current, Exception):  # not the CancelledError under a timeout
+            name = type(current).__name__
+    return name
 
 
 def code_entry(report: Reported) -> Code | None:
@@ -136,6 +170,8 @@ class DatabaseErrorClassifier:
     def _classify(cls, exc: BaseException) -> ErrorCategory:
         if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted: QueuePool limit reached
             return ErrorCategory.TRANSIENT
+        if tls_failure_of(exc) is not None:  # retrying cannot fix a certificate
+            return ErrorCategory.PERMANENT
         report = reported(exc)
         by_code = _category_of(report) if report else None
         if by_code is not None:

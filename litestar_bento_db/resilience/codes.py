@@ -60,6 +60,8 @@ class Code(NamedTuple):
     """The kind of constraint a client's input violated (answered 409), if it is one."""
     unavailable: bool = False
     """The server cannot serve now (starting, stopping, full): a replica is skipped."""
+    bad_password: bool = False
+    """The server refused the password: a rotated one is read again and tried once."""
 
 
 T, C, A, TO, P, RO = (
@@ -96,7 +98,7 @@ POSTGRES_SQLSTATES: Final[dict[str, Code]] = {
     "57014": Code(TO, "query_canceled (statement_timeout)"),
     "25006": Code(RO, "read_only_sql_transaction (a standby, or read-only mode)"),
     "28000": Code(P, "invalid_authorization_specification"),
-    "28P01": Code(P, "invalid_password"),
+    "28P01": Code(P, "invalid_password", bad_password=True),
     "3D000": Code(P, "invalid_catalog_name (unknown database)"),
     "42601": Code(P, "syntax_error"),
     "42P01": Code(P, "undefined_table"),
@@ -171,7 +173,7 @@ MYSQL_ERRNOS: Final[dict[int, Code]] = {
     # read_only / super_read_only refine it (MYSQL_REFINEMENTS); --secure-file-priv and
     # the like are permanent
     1290: Code(P, "ER_OPTION_PREVENTS_STATEMENT"),
-    1045: Code(P, "ER_ACCESS_DENIED_ERROR"),
+    1045: Code(P, "ER_ACCESS_DENIED_ERROR", bad_password=True),
     1044: Code(P, "ER_DBACCESS_DENIED_ERROR"),
     1142: Code(P, "ER_TABLEACCESS_DENIED_ERROR"),
     1049: Code(P, "ER_BAD_DB_ERROR (unknown database)"),
