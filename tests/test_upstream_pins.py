@@ -227,3 +227,41 @@ async def test_what_the_first_statement_replay_and_the_closed_check_use(kind: st
                 )
     finally:
         await engine.dispose()
+
+
+async def test_how_drivers_report_a_server_without_tls() -> None:
+    """Asyncpg says it only in a plain ``ConnectionError``; asyncmy starts TLS regardless
+    and OpenSSL reads the plain answer as WRONG_VERSION_NUMBER. Both read by their adapters
+    (litestar_bento_db/drivers/asyncpg.py and asyncmy.py ``tls_failure``)."""
+    import ssl
+
+    import asyncmy
+    import asyncpg
+
+    from tests.conftest import require_server
+
+    require_server("postgresql")
+    require_server("mysql")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises(ConnectionError) as refused:
+        await asyncpg.connect(host="127.0.0.1", user="postgres", database="test", ssl=context)
+    assert type(refused.value) is ConnectionError, "asyncpg: see drivers/asyncpg.py tls_failure"
+    assert "rejected SSL upgrade" in str(refused.value), "asyncpg: see drivers/asyncpg.py"
+    with pytest.raises(asyncmy.errors.OperationalError) as plain:
+        await asyncmy.connect(host="127.0.0.1", user="root", db="test", ssl=context)
+    cause = plain.value.__cause__
+    assert isinstance(cause, ssl.SSLError), "asyncmy: see drivers/asyncmy.py tls_failure"
+    assert cause.reason == "WRONG_VERSION_NUMBER", "asyncmy: see drivers/asyncmy.py tls_failure"
+
+
+def test_sqlalchemy_await_only_runs_a_coroutine_inside_its_greenlet() -> None:
+    """An async ``password_provider`` is awaited in the ``do_connect`` event with
+    ``sqlalchemy.util.await_only`` (litestar_bento_db/credentials.py)."""
+    from sqlalchemy.util import await_only, greenlet_spawn
+
+    async def answer() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    assert asyncio.run(greenlet_spawn(lambda: await_only(answer()))) == "ok"
