@@ -10,8 +10,11 @@
 #     only (method cert: certificate signed by the test CA, CN = user name), every other
 #     user with scram-sha-256 over TLS; the postgres superuser only over the unix socket
 #     (peer: `runuser -u postgres -- psql -p 5436`).
-#   - MariaDB on 127.0.0.1:3307: its own mariadbd (datadir, socket, pid file, log,
-#     option file read with --defaults-file, so /etc/mysql does not apply), TLS with
+#   - MariaDB on 127.0.0.1:3307: its own mariadbd, run from a copy of the binary named
+#     bento-tls-mariadbd (so that `start-stop-daemon --exec /usr/sbin/mariadbd` and
+#     `pgrep -x mariadbd`, which start and await the shared server, never see it); its
+#     own datadir, socket, pid file, log and option file (read with --defaults-file, so
+#     /etc/mysql does not apply), TLS with
 #     the test certificates and require_secure_transport = ON (plain TCP refused); root
 #     only over its unix socket (unix_socket authentication, as the system root user).
 #
@@ -108,7 +111,11 @@ MY_SOCK=$MY_RUN/mariadb.sock
 MY_PID=$MY_RUN/mariadb.pid
 LOGDIR=/var/log/bento-tls
 MY_LOG=$LOGDIR/mariadb.log
-MARIADBD=/usr/sbin/mariadbd
+SYS_MARIADBD=/usr/sbin/mariadbd
+# A copy of the server binary under another name: the shared server is started with
+# `start-stop-daemon --start --oknodo --exec /usr/sbin/mariadbd` and awaited with
+# `pgrep -x mariadbd`, and both would take this instance for it (then not start it)
+MARIADBD=$ROOT/bin/bento-tls-mariadbd
 
 [ "$(id -u)" -eq 0 ] || die "run as root (it starts servers as postgres and mysql)"
 # the caller's libpq and MariaDB client settings must not leak into the checks
@@ -288,6 +295,9 @@ user = root
 
 [mysqld]
 user = mysql
+basedir = /usr
+lc-messages-dir = /usr/share/mysql
+plugin-dir = /usr/lib/mysql/plugin
 datadir = $MY_DATADIR
 pid-file = $MY_PID
 log-error = $MY_LOG
@@ -346,8 +356,23 @@ my_state_ok() {  # server settings, users and database, seen by root through the
              and user in ('bento_tls', 'bento_cert', 'bento_rotate')) = 3
         and exists (select 1 from information_schema.schemata where schema_name = 'test')" 2>/dev/null)" = 1 ]
 }
+my_pid() {  # the pid of the mariadbd running on our option file
+    local pid
+    pid=$(cat "$MY_PID" 2>/dev/null)
+    if [ -n "$pid" ] && alive "$pid" &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--defaults-file=$MY_CNF"; then
+        echo "$pid"
+        return 0
+    fi
+    pgrep -o -f -- "mariadbd --defaults-file=$MY_CNF( |\$)"
+}
+my_binary_ok() {  # the copy is current and the server runs from it
+    local pid
+    cmp -s "$SYS_MARIADBD" "$MARIADBD" && pid=$(my_pid) &&
+        [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$MARIADBD" ]
+}
 my_ok() {
-    [ -x "$MARIADBD" ] && [ -f "$MY_CNF" ] && [ "$(<"$MY_CNF")" = "$my_cnf" ] && ssl_current "$MY_SSL" || return 1
+    my_binary_ok && [ -f "$MY_CNF" ] && [ "$(<"$MY_CNF")" = "$my_cnf" ] && ssl_current "$MY_SSL" || return 1
     local login state
     my_login_ok &
     login=$!
@@ -542,16 +567,6 @@ ensure_pg() {
 }
 
 # ---- MariaDB ----------------------------------------------------------------------------
-my_pid() {  # the pid of the mariadbd running on our option file
-    local pid
-    pid=$(cat "$MY_PID" 2>/dev/null)
-    if [ -n "$pid" ] && alive "$pid" &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--defaults-file=$MY_CNF"; then
-        echo "$pid"
-        return 0
-    fi
-    pgrep -o -f -- "mariadbd --defaults-file=$MY_CNF( |\$)"
-}
 my_ping() { mariadb-admin --defaults-file="$MY_CNF" --connect-timeout=2 ping >/dev/null 2>&1; }
 my_log_tail() { tail -n 15 "$MY_LOG" 2>/dev/null | sed 's/^/    /' >&2; }
 port_taken() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
@@ -615,7 +630,7 @@ grant all privileges on test.* to 'bento_tls'@'%', 'bento_cert'@'%', 'bento_rota
 
 ensure_mariadb() {
     local tool
-    [ -x "$MARIADBD" ] || { warn "MariaDB: no server installed ($MARIADBD)"; return 1; }
+    [ -x "$SYS_MARIADBD" ] || { warn "MariaDB: no server installed ($SYS_MARIADBD)"; return 1; }
     for tool in mariadb-install-db mariadb mariadb-admin; do
         command -v "$tool" >/dev/null 2>&1 || { warn "MariaDB: $tool not installed"; return 1; }
     done
@@ -635,11 +650,23 @@ ensure_mariadb() {
     rc=$?
     case $rc in 0) ssl_changed=true ;; 2) return 1 ;; esac
 
+    local binary_changed=false
+    if ! cmp -s "$SYS_MARIADBD" "$MARIADBD"; then
+        [ -x "$SYS_MARIADBD" ] || { warn "MariaDB: $SYS_MARIADBD is not installed"; return 1; }
+        if ! { install -D -m 755 "$SYS_MARIADBD" "$MARIADBD.new" && mv -f "$MARIADBD.new" "$MARIADBD"; }; then
+            warn "MariaDB: cannot copy $SYS_MARIADBD to $MARIADBD"
+            return 1
+        fi
+        binary_changed=true
+    fi
     local restarted=false
     pid=$(my_pid)
-    if [ -n "$pid" ] && { $cnf_changed || ! my_ping; }; then
-        if $cnf_changed; then
-            note "restarted MariaDB (configuration changed)"
+    if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" != "$MARIADBD" ]; then
+        binary_changed=true
+    fi
+    if [ -n "$pid" ] && { $cnf_changed || $binary_changed || ! my_ping; }; then
+        if $cnf_changed || $binary_changed; then
+            note "restarted MariaDB (configuration or server binary changed)"
         else
             warn "MariaDB: pid $pid does not answer; restarting it"
             note "restarted MariaDB (it did not answer)"
