@@ -2,7 +2,8 @@
 
 A parser takes the raw value (an argument, or the text of an environment variable) and
 the name to report, and returns the value or raises :class:`ConfigError` naming what
-was wrong. :func:`setting` declares a field that falls back to a ``DB_*`` variable;
+was wrong. :func:`setting` declares a field that falls back to a ``DB_*`` variable (the
+environment's, else the ``.env`` file's: :func:`read_env_file`);
 :func:`option` one that does not. :func:`validate_fields` runs the parsers of a
 dataclass instance; :func:`render_fields` builds its ``repr``.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "number",
     "option",
     "optional",
+    "read_env_file",
     "readable_file",
     "render_fields",
     "safe_fields",
@@ -43,6 +45,10 @@ Parser = Callable[[Any, str], Any]
 """``parse(value, name) -> value``; raises :class:`ConfigError`."""
 
 ENV_PREFIX: Final = "DB_"
+#: the variable naming another file than ``./.env``
+ENV_FILE_VARIABLE: Final = "DB_ENV_FILE"
+#: the file read when ``DB_ENV_FILE`` is unset, if it exists
+DEFAULT_ENV_FILE: Final = ".env"
 _PARSE: Final = "parse"
 _ENV: Final = "env"
 _MASK: Final = "mask"
@@ -215,13 +221,50 @@ def setting(
     return dataclasses.field(default=_UNSET, metadata=metadata)  # type: ignore[return-value]
 
 
-def _from_environment(field: dataclasses.Field[Any]) -> tuple[Any, str]:
-    """A setting's value and the name to report: its variable's, else the default's."""
+def read_env_file() -> tuple[dict[str, str], str | None]:
+    """The ``.env`` file's ``DB_*`` and ``DATABASE_URL`` variables, and its path.
+
+    The file is ``./.env``, or the one ``DB_ENV_FILE`` names (then it must exist),
+    parsed by python-dotenv (quotes, ``export``, comments, ``${VAR}``).
+
+    Returns:
+        ``({}, None)`` when ``DB_ENV_FILE`` is unset and there is no ``./.env``.
+
+    Raises:
+        ConfigError: ``DB_ENV_FILE`` names no readable file.
+    """
+    path = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if not path:
+        if not os.path.isfile(DEFAULT_ENV_FILE):
+            return {}, None
+        path = DEFAULT_ENV_FILE
+    elif not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ConfigError(f"{ENV_FILE_VARIABLE}: no readable file at {path}")
+    from dotenv import dotenv_values  # only when there is a file to read
+
+    return {
+        name: value
+        for name, value in dotenv_values(path, encoding="utf-8").items()
+        if value is not None and (name.startswith(ENV_PREFIX) or name == "DATABASE_URL")
+    }, path
+
+
+def _from_environment(
+    field: dataclasses.Field[Any], env_file: tuple[dict[str, str], str | None]
+) -> tuple[Any, str]:
+    """A setting's value and the name to report.
+
+    Its variable's (the environment's, else the env file's: ``NAME in <file>``), else
+    the default's.
+    """
     default, fallback = field.metadata[_ENV]
-    for variable in (env_name(field.name), fallback):
-        raw = os.environ.get(variable, "") if variable else ""
-        if raw.strip():
-            return raw, variable
+    variables = [variable for variable in (env_name(field.name), fallback) if variable]
+    file_values, file_path = env_file
+    for source, suffix in ((os.environ, ""), (file_values, f" in {file_path}")):
+        for variable in variables:
+            raw = source.get(variable, "")
+            if raw.strip():
+                return raw, f"{variable}{suffix}"
     return default, field.name
 
 
@@ -236,15 +279,18 @@ def validate_fields(instance: Any) -> None:
     """Run each field's parser on its value (frozen dataclasses included).
 
     A :func:`setting` not given explicitly is read from its variable first; errors then
-    name the variable.
+    name the variable (and the ``.env`` file it came from).
     """
+    env_file: tuple[dict[str, str], str | None] | None = None
     for field in dataclasses.fields(instance):
         parse = field.metadata.get(_PARSE)
         if parse is None:
             continue
         value, reported = getattr(instance, field.name), field.name
         if value is _UNSET:
-            value, reported = _from_environment(field)
+            if env_file is None:
+                env_file = read_env_file()
+            value, reported = _from_environment(field, env_file)
         object.__setattr__(instance, field.name, parse(value, reported))
 
 
