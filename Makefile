@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 LOWEST ?= .venv-lowest
 
-.PHONY: install run test test-lowest check services bench clean
+.PHONY: install run test test-lowest check dist services bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# the wheel and sdist as users install them, checked by twine; the wheel must carry py.typed
+dist: install
+	rm -rf dist
+	$(BIN)/uv build --quiet --out-dir dist
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/python -m zipfile -l dist/*.whl | grep -q 'litestar_bento_db/py.typed'
 
 $(BIN)/.bench-installed: pyproject.toml $(BIN)/.installed
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
