@@ -11,10 +11,13 @@ password is ever shown.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from litestar import Response, Router, get
+from litestar import Controller, Response, Router, get
+from litestar.handlers import BaseRouteHandler
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.utils import join_paths
 
 from litestar_bento_db.litestar.runtime import DatabaseRuntime, Phase
 
@@ -48,6 +51,35 @@ async def _readiness(runtime: DatabaseRuntime) -> tuple[str, dict[str, Any]]:
     if probe.read_only:
         return "fail", {"output": "primary is read-only"}
     return "pass", {}
+
+
+def _route_paths(route_handlers: Iterable[Any], prefix: str = "/") -> Iterator[str]:
+    """The paths the app's handlers, controllers and routers will serve.
+
+    Read from what each declares before Litestar registers them; nothing is changed.
+    """
+    for value in route_handlers:
+        if isinstance(value, Router):
+            yield from (join_paths([prefix, route.path]) for route in value.routes)
+        elif isinstance(value, type) and issubclass(value, Controller):
+            base = join_paths([prefix, getattr(value, "path", "") or "/"])  # a class attribute
+            handlers = (getattr(value, name, None) for name in dir(value))
+            for handler in handlers:
+                if isinstance(handler, BaseRouteHandler):
+                    yield from (join_paths([base, path]) for path in handler.paths)
+        elif isinstance(value, BaseRouteHandler):
+            yield from (join_paths([prefix, path]) for path in value.paths)
+
+
+def health_paths(path: str) -> tuple[str, ...]:
+    """The paths of the health routes under ``path``."""
+    return tuple(join_paths([path, tail]) for tail in ("", "liveness", "readiness"))
+
+
+def taken_health_path(path: str, route_handlers: Iterable[Any]) -> str | None:
+    """The first health route path the app's own routes already serve, if any."""
+    ours = set(health_paths(path))
+    return next((taken for taken in _route_paths(route_handlers) if taken in ours), None)
 
 
 def create_health_router(runtime: DatabaseRuntime) -> Router:

@@ -27,12 +27,12 @@ from litestar.plugins import CLIPlugin, InitPluginProtocol
 from litestar.types import Scope
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from litestar_bento_db.config import DatabaseConfig
+from litestar_bento_db.config import ConfigError, DatabaseConfig
 from litestar_bento_db.litestar.cli import add_cli_commands
 from litestar_bento_db.litestar.config import PluginConfig
 from litestar_bento_db.litestar.errors import database_exception_handlers
 from litestar_bento_db.litestar.file_objects import track_files_only_when_stored
-from litestar_bento_db.litestar.health import create_health_router
+from litestar_bento_db.litestar.health import create_health_router, taken_health_path
 from litestar_bento_db.litestar.metrics import add_metrics, name_requests
 from litestar_bento_db.litestar.runtime import DatabaseRuntime
 from litestar_bento_db.litestar.transaction import (
@@ -180,7 +180,16 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
                 self.config.health.retry_after, app_config.exception_handlers
             )
         )
-        if self.config.health.path is not None:
+        health_path = self.config.health.path
+        if health_path is not None:
+            taken = taken_health_path(health_path, app_config.route_handlers)
+            if taken is not None:
+                raise ConfigError(
+                    f"litestar-bento-db: the app already serves {taken}, a path of the "
+                    f"database health routes (under {health_path!r}); mount them elsewhere "
+                    "with DatabasePlugin(health=HealthConfig(path='/db/health')), or "
+                    "HealthConfig(path=None) for none"
+                )
             app_config.route_handlers.append(create_health_router(self.runtime))
         database = self.config.database
         add_metrics(app_config, self.config.metrics_path, enabled=database.metrics)
