@@ -45,7 +45,7 @@ test-lowest: install services
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
 	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
-	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python | grep -iE '^(litestar|advanced-alchemy|sqlalchemy|asyncpg|psycopg|psycopg-binary|asyncmy|aiosqlite|msgspec|greenlet|pytest|pytest-asyncio)=='
+	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python | grep -iE '^(litestar|advanced-alchemy|sqlalchemy|asyncpg|psycopg|psycopg-binary|asyncmy|aiosqlite|msgspec|python-dotenv|greenlet|pytest|pytest-asyncio)=='
 	@$(call PYTEST_BOTH,$(LOWEST),--ignore=tests/test_failover.py)
 
 check: install

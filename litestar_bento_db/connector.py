@@ -73,9 +73,8 @@ class Connector:
         reason = self.driver.tls_failure(error)
         if reason is not None:
             if reason == NO_TLS and self.tls is not None and self.tls.mode == "prefer":
-                plain = {
-                    k: v for k, v in cparams.items() if k not in self.driver.tls_args(self.tls)
-                }
+                asked = self.driver.tls_args(self.tls)
+                plain = {key: value for key, value in cparams.items() if key not in asked}
                 return {**plain, **self.driver.tls_args(TlsSettings("disable"))}
             mark_tls_failure(error, reason)
             return None
