@@ -31,6 +31,7 @@ __all__ = [
     "number",
     "option",
     "optional",
+    "parse_field",
     "read_env_file",
     "readable_file",
     "render_fields",
@@ -292,6 +293,16 @@ def validate_fields(instance: Any) -> None:
                 env_file = read_env_file()
             value, reported = _from_environment(field, env_file)
         object.__setattr__(instance, field.name, parse(value, reported))
+
+
+def parse_field(instance: Any, field_name: str, value: Any, reported: str) -> Any:
+    """``value`` checked by the parser of ``instance``'s field ``field_name``.
+
+    For a value from another source than the field's argument or variable (a URL key);
+    errors name ``reported``.
+    """
+    field = next(f for f in dataclasses.fields(instance) if f.name == field_name)
+    return field.metadata[_PARSE](value, reported)
 
 
 def safe_fields(instance: Any) -> dict[str, Any]:

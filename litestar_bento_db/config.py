@@ -27,6 +27,7 @@ from litestar_bento_db._values import (
     number,
     option,
     optional,
+    parse_field,
     readable_file,
     render_fields,
     safe_fields,
@@ -173,8 +174,7 @@ class DatabaseConfig:
         """Take the URL's TLS keys into the fields; complete and check the mode."""
         for field_name, (key, value) in tls_fields_of_url(self.url, self.database_type).items():
             given = getattr(self, field_name)
-            parse = next(f for f in dataclasses.fields(self) if f.name == field_name).metadata
-            value = parse["parse"](value, f"url ({key})")
+            value = parse_field(self, field_name, value, f"url ({key})")
             if given is not None and given != value:
                 raise ConfigError(
                     f"{field_name} ({env_name(field_name)}) is {given!r} but the url's {key} "
