@@ -39,6 +39,11 @@ def _command(server: str, port: int) -> list[str]:
         return [*command, "--workers", str(WORKERS), "--log-level", "warning", APP]
     command = [str(Path(sys.executable).with_name("granian")), "--interface", "asgi"]
     options = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS)]
+    # a granian worker sometimes hangs in its runtime teardown after the app's shutdown
+    # (emmett-framework/granian#875; once in CI on 2.3.0): the kill timeout ends it, as
+    # README's production command does. The drain below is checked from each worker's
+    # own record, written before that teardown
+    options += ["--workers-kill-timeout", "10"]
     return [*command, *options, "--log-level", "warning", APP]
 
 
@@ -125,7 +130,10 @@ async def test_each_worker_has_its_engine_and_drains_on_sigterm(
         assert [r.status_code for r in responses] == [201] * 24, log.read_text()
         assert len({r.json()["pid"] for r in responses}) > 1  # spread over the workers
         assert all(r.json()["phase"] == "draining" for r in responses)
-        await asyncio.to_thread(process.wait, 30)
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 30 s after SIGTERM\n{log.read_text()}")
     finally:
         if process.poll() is None:
             process.kill()
