@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from advanced_alchemy.exceptions import RepositoryError, wrap_sqlalchemy_exception
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -138,6 +139,31 @@ async def test_pg_terminated_backend(pg: AsyncEngine) -> None:
         error = await caught(victim.execute(text("SELECT 1")))
     assert classify(error) is ErrorCategory.CONNECTION
     assert is_database_error_retryable(error)
+
+
+async def test_lost_connection_through_a_repository_is_a_connection_error(
+    server_backend: str, server_url: str
+) -> None:
+    """advanced-alchemy's repositories re-raise any ``StatementError`` as their own
+    ``IntegrityError``: a backend killed between two statements of a request must
+    still classify as a lost connection (it answered 500 on asyncpg)."""
+    engine = _engine(server_url)
+    pid_query, kill = {
+        "postgresql": ("SELECT pg_backend_pid()", "SELECT pg_terminate_backend({})"),
+        "mysql": ("SELECT CONNECTION_ID()", "KILL {}"),
+    }[server_backend]
+    try:
+        async with engine.connect() as victim, engine.connect() as admin:
+            await victim.begin()
+            pid = await _pid(victim, pid_query)
+            await admin.execute(text(kill.format(pid)))
+            await asyncio.sleep(0.2)
+            lost = await caught(victim.execute(text("SELECT 1")))
+    finally:
+        await engine.dispose()
+    with pytest.raises(RepositoryError) as wrapped, wrap_sqlalchemy_exception():
+        raise lost
+    assert classify(wrapped.value) is ErrorCategory.CONNECTION, repr(lost)
 
 
 async def test_pg_statement_timeout(pg: AsyncEngine) -> None:

@@ -176,10 +176,13 @@ class DatabaseErrorClassifier:
         by_code = _category_of(report) if report else None
         if by_code is not None:
             return by_code
-        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-            return ErrorCategory.CONNECTION
-        if isinstance(exc, sa_exc.DisconnectionError):
-            return ErrorCategory.CONNECTION
+        # anywhere in the chain: advanced-alchemy's repositories re-raise a lost
+        # connection as their own IntegrityError (any StatementError is one to them)
+        for error in error_chain(exc):
+            if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+                return ErrorCategory.CONNECTION
+            if isinstance(error, sa_exc.DisconnectionError):
+                return ErrorCategory.CONNECTION
         if isinstance(exc, TimeoutError):  # asyncpg command_timeout, connect timeout
             return ErrorCategory.TIMEOUT
         if isinstance(exc, OSError):  # refused, reset, unreachable: raised unwrapped at connect
