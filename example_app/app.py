@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from advanced_alchemy.base import BigIntBase
+from advanced_alchemy.extensions.litestar import AlembicAsyncConfig
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from litestar import Controller, Litestar, Request, Response, Router, get, post
 from litestar.exceptions import NotFoundException
@@ -24,6 +26,8 @@ from litestar_bento_db import (
 )
 
 DEFAULT_URL = "sqlite+aiosqlite:///example_app.db"
+#: the Alembic history (``litestar --app example_app.app:app database ...``)
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class CustomerRepository(SQLAlchemyAsyncRepository[Customer]):
@@ -109,10 +113,14 @@ def rejected(_: Request[Any, Any, Any], exc: OrderRejected) -> Response[dict[str
     )
 
 
-def create_app(config: DatabaseConfig | None = None, *, freeze_gc: bool = False) -> Litestar:
+def create_app(
+    config: DatabaseConfig | None = None, *, freeze_gc: bool = False, migrate: bool = False
+) -> Litestar:
     """Build the app; the database comes from ``DB_URL`` (SQLite file by default).
 
     ``freeze_gc`` for the served app: shorter garbage-collection pauses (p99), process-wide.
+    ``migrate``: the tables come from the Alembic history in ``migrations/``, upgraded at
+    startup under the database lock, in place of creating them from the models.
     """
     if config is None:
         config = DatabaseConfig(
@@ -123,7 +131,11 @@ def create_app(config: DatabaseConfig | None = None, *, freeze_gc: bool = False)
         health=HealthConfig(path="/api/v1/common/health"),
         metrics_path="/metrics",  # Prometheus text (OpenTelemetry too, when installed)
         freeze_gc=freeze_gc,
-        metadata=BigIntBase.metadata,
+        metadata=None if migrate else BigIntBase.metadata,
+        migrate_on_startup=migrate,
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS), version_table_name="shop_alembic_version"
+        ),
     )
     api = Router(
         path="/api/v1", route_handlers=[CustomerController, ProductController, OrderController]
@@ -137,4 +149,4 @@ def create_app(config: DatabaseConfig | None = None, *, freeze_gc: bool = False)
     )
 
 
-app = create_app(freeze_gc=True)
+app = create_app(freeze_gc=True, migrate=os.environ.get("EXAMPLE_APP_MIGRATE") == "1")

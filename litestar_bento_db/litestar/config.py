@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advanced_alchemy.extensions.litestar import AlembicAsyncConfig
 from litestar.types import Guard
 from sqlalchemy import MetaData
 
@@ -96,7 +97,18 @@ class PluginConfig:
     start-up leaves the garbage collector's view, so full collections scan far fewer
     objects and pause requests less (p99). Process-wide, hence off unless asked for."""
     metadata: MetaData | None = None
-    """Tables to create (missing ones only) once the database is reachable."""
+    """Tables to create (missing ones only) once the database is reachable (after the
+    migration, with ``migrate_on_startup``)."""
+    alembic_config: AlembicAsyncConfig | None = None
+    """advanced-alchemy's Alembic settings (``script_location``, ``version_table_name``,
+    ...), for ``litestar database ...`` and ``migrate_on_startup``; None: its defaults
+    (``migrations``, ``alembic_versions``)."""
+    migrate_on_startup: bool = option(False, boolean)
+    """Run Alembic's ``upgrade head`` before the app becomes ready, under a database lock:
+    of many processes starting at once one migrates, the others wait and then start. A
+    failed migration fails the startup."""
+    migration_lock_timeout: float = option(300.0, number(0, inclusive=False))
+    """Seconds a starting process waits for another one's migration."""
     session_dependency_key: str = option("db_session", name)
     """Name under which handlers receive the ``AsyncSession``."""
     engine_dependency_key: str = option("db_engine", name)

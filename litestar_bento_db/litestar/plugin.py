@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
     AsyncSessionConfig,
     SQLAlchemyAsyncConfig,
     SQLAlchemyPlugin,
@@ -163,7 +165,19 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
             engine_dependency_key=self.config.engine_dependency_key,
             create_all=False,
             runtime=self.runtime,
+            alembic_config=self.config.alembic_config or AlembicAsyncConfig(),
         )
+        if self.config.migrate_on_startup:
+            # Alembic is imported only for it
+            from litestar_bento_db.litestar.migrations import check_scripts, migrate_to_head
+
+            check_scripts(self.alchemy_config)
+            self.runtime.migrate = partial(
+                migrate_to_head,
+                self.alchemy_config,
+                self.config.database,
+                lock_timeout=self.config.migration_lock_timeout,
+            )
         # our before-send hook in place of advanced-alchemy's: commit before the status
         self.alchemy_config.before_send_handler = TransactionHandler(
             session_scope_key=self.alchemy_config.session_scope_key,

@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
@@ -29,7 +30,7 @@ from litestar_bento_db.lifecycle import Probe, init_database, pool_status, probe
 from litestar_bento_db.litestar.config import PluginConfig
 from litestar_bento_db.metrics.core import REGISTRY, pool_limits
 from litestar_bento_db.replicas import ReplicaSet, ReplicaWatcher
-from litestar_bento_db.resilience.classification import describe_error
+from litestar_bento_db.resilience.classification import describe_error, is_database_error
 
 __all__ = ["DatabaseRuntime", "DatabaseStartupError", "Phase"]
 
@@ -37,11 +38,19 @@ logger = logging.getLogger(__name__)
 
 
 class DatabaseStartupError(RuntimeError):
-    """The database could not be reached at startup (``fail_fast=True``)."""
+    """The database was not reachable at startup (``fail_fast``), or the migration failed."""
 
 
 class _StartupFailed(Exception):
     """The warm-up probe failed; the message is the error's class name."""
+
+
+class _MigrationFailed(Exception):
+    """The startup migration failed: not retried."""
+
+
+#: the startup migration: called with the engine once the database answers
+Migrate = Callable[[AsyncEngine], Awaitable[object]]
 
 
 class Phase(StrEnum):
@@ -75,6 +84,8 @@ class DatabaseRuntime:
         self._probe_task: asyncio.Future[Probe] | None = None
         self.pings = 0
         """Readiness pings sent to the database (for tests and metrics)."""
+        self.migrate: Migrate | None = None
+        """Run after the warm-up ping, before the tables are created and before ready."""
         self._signals = ChainedSignalHandler(
             (signal.SIGTERM, signal.SIGINT), self._on_shutdown_signal, reraise_default=True
         )
@@ -95,6 +106,12 @@ class DatabaseRuntime:
         result = await probe(engine, timeout=self._warm_up_timeout(), connections=count)
         if not result.ok:
             raise _StartupFailed(result.error or "unknown error")
+        if self.migrate is not None:
+            try:
+                await self.migrate(engine)
+            except Exception as exc:
+                raise _MigrationFailed(_migration_error(exc)) from exc
+            self.migrate = None  # done: a later warm-up (a restarted app) skips it
         if self.config.metadata is not None:
             await init_database(engine, self.config.metadata)
 
@@ -152,6 +169,9 @@ class DatabaseRuntime:
         self._watch_shutdown_signals()
         try:
             await self._warm_up()
+        except _MigrationFailed as exc:
+            self._restore_signal_handlers()
+            raise DatabaseStartupError(f"database migration failed: {exc}") from None
         except Exception as exc:
             self.last_error = self._describe(exc)
             message = (
@@ -175,6 +195,10 @@ class DatabaseRuntime:
             await asyncio.sleep(delay)
             try:
                 await self._warm_up()
+            except _MigrationFailed as exc:  # not retried: readiness keeps failing
+                self.last_error = f"migration failed: {exc}"
+                logger.error("database migration failed: %s; not ready", exc)
+                return
             except Exception as exc:  # reported through readiness
                 self.last_error = self._describe(exc)
                 delay = min(delay * 2, self.config.startup_retry_max_delay)
@@ -261,3 +285,10 @@ class DatabaseRuntime:
     def _replica_engines(self) -> list[AsyncEngine]:
         replicas = self.replicas.replicas if self.replicas is not None else ()
         return [replica.engine for replica in replicas if replica.engine is not None]
+
+
+def _migration_error(exc: BaseException) -> str:
+    """The migration's error; a database error by class and code only (no message)."""
+    if is_database_error(exc):
+        return describe_error(exc)
+    return f"{type(exc).__name__}: {exc}"
