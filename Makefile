@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 LOWEST ?= .venv-lowest
 
-.PHONY: install run test test-lowest check dist services bench clean
+.PHONY: install run test test-lowest check dist docs services bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,16 @@ dist: install
 	$(BIN)/twine check --strict dist/*
 	$(BIN)/python -m zipfile -l dist/*.whl | grep -q 'litestar_bento_db/py.typed'
 
+$(BIN)/.docs-installed: pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,docs]'
+	touch $@
+
+# the documentation site (guides in docs/, API reference from the docstrings), warnings
+# as errors
+docs: $(BIN)/.docs-installed
+	rm -rf docs/_build
+	$(BIN)/sphinx-build --fail-on-warning --keep-going --quiet -b html docs docs/_build/html
+
 $(BIN)/.bench-installed: pyproject.toml $(BIN)/.installed
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
@@ -71,4 +81,4 @@ bench: install services $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache docs/_build

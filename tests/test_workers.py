@@ -41,7 +41,7 @@ def _command(server: str, port: int) -> list[str]:
     options = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS)]
     # a granian worker sometimes hangs in its runtime teardown after the app's shutdown
     # (emmett-framework/granian#875; once in CI on 2.3.0): the kill timeout ends it, as
-    # README's production command does. The drain below is checked from each worker's
+    # docs/scale-out.md's production command does. The drain below is checked from each worker's
     # own record, written before that teardown
     options += ["--workers-kill-timeout", "10"]
     return [*command, *options, "--log-level", "warning", APP]
