@@ -6,6 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 LOWEST ?= .venv-lowest
+# the interpreter of the lowest-versions run (CI: the lowest Python supported, 3.11)
+LOWEST_PYTHON ?= $(BIN)/python
 
 .PHONY: install run test test-lowest check dist docs services bench clean
 
@@ -43,7 +45,7 @@ test: install services
 # drivers; the read-only and multi-host tests they rest on run here too)
 test-lowest: install services
 	rm -rf $(LOWEST)
-	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
+	$(BIN)/uv venv --quiet --python $(LOWEST_PYTHON) $(LOWEST)
 	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
 	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python | grep -iE '^(litestar|advanced-alchemy|sqlalchemy|asyncpg|psycopg|psycopg-binary|asyncmy|aiosqlite|msgspec|python-dotenv|greenlet|pytest|pytest-asyncio)=='
 	@$(call PYTEST_BOTH,$(LOWEST),--ignore=tests/test_failover.py)
