@@ -9,8 +9,10 @@ field or variable; no message ever contains the password.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
 
 from sqlalchemy.engine import URL, make_url
 
@@ -50,6 +52,44 @@ __all__ = ["ConfigError", "DatabaseConfig", "DatabaseType", "get_database_config
 
 #: a ``password_provider``: returns the password (or a token) for one new connection
 PasswordProvider = Callable[[], str | Awaitable[str]]
+#: an ``on_connect`` hook: called with the driver's connection, may be a coroutine function
+ConnectHook = Callable[[Any], Awaitable[None] | None]
+
+#: ``create_async_engine`` arguments this configuration sets itself: not in ``engine_options``
+_OWN_ENGINE_ARGUMENTS: Final = {
+    "echo": "echo",
+    "hide_parameters": "hide_parameters",
+    "connect_args": "the URL and the settings (connect_timeout, ssl_*, ...)",
+    "pool_size": "pool_size",
+    "max_overflow": "max_overflow",
+    "pool_timeout": "pool_timeout",
+    "pool_recycle": "pool_recycle",
+    "pool_pre_ping": "pool_pre_ping",
+    "poolclass": "pooling",
+    "pool": "pooling",
+    "pool_use_lifo": "the dialect settings",
+    "creator": "the URL",
+    "async_creator": "the URL",
+    "plugins": "the package's engine plugin",
+    "json_serializer": "json_serializer",
+    "json_deserializer": "json_deserializer",
+}
+
+
+def _engine_options(value: object, field_name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ConfigError(
+            f"{field_name}: expected a mapping of create_async_engine() arguments, "
+            f"got {type(value).__name__}"
+        )
+    owned = [
+        f"{key} (set by {_OWN_ENGINE_ARGUMENTS[key]})"
+        for key in value
+        if key in _OWN_ENGINE_ARGUMENTS
+    ]
+    if owned:
+        raise ConfigError(f"{field_name}: {', '.join(owned)}; not here")
+    return MappingProxyType(dict(value))
 
 
 def _ca_file(value: object, field_name: str) -> str:
@@ -159,6 +199,24 @@ class DatabaseConfig:
     password_provider: PasswordProvider | None = option(None, optional(callable_value))
     """A function (or coroutine function) returning the password for each new connection,
     e.g. an RDS IAM token. The URL must then hold no password. No environment variable."""
+    pooling: bool = setting(True, boolean)
+    """Keep connections in a pool; false: a new connection for every checkout, closed on
+    return (``NullPool``: behind an external pooler, or for short-lived jobs). Without a
+    pool, ``pool_*`` settings do not apply and draining counts no connections."""
+    json_serializer: Callable[[Any], str] | None = option(None, optional(callable_value))
+    """Turns a value into JSON text for JSON columns (e.g. ``msgspec.json.encode`` and a
+    decode); SQLAlchemy's default is ``json.dumps``. No environment variable."""
+    json_deserializer: Callable[[str], Any] | None = option(None, optional(callable_value))
+    """Reads JSON text of JSON columns; SQLAlchemy's default is ``json.loads``."""
+    on_connect: ConnectHook | None = option(None, optional(callable_value))
+    """Called with the driver's own connection (``asyncpg.Connection``,
+    ``psycopg.AsyncConnection``, asyncmy's or aiosqlite's) for every new connection, after
+    the package's session settings; a coroutine function is awaited (e.g. asyncpg's
+    ``set_type_codec``). An error fails that connect. No environment variable."""
+    engine_options: Mapping[str, Any] | None = option(None, optional(_engine_options))
+    """Further ``create_async_engine()`` arguments for what this configuration does not
+    set itself (``echo_pool``, ``execution_options``, ``query_cache_size``, ...);
+    arguments it sets (``pool_size``, ``connect_args``, ...) are refused here."""
 
     def __post_init__(self) -> None:
         validate_fields(self)

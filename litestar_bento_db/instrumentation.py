@@ -12,7 +12,8 @@ In this order:
    TLS is asked for: the :class:`~litestar_bento_db.connector.Connector` opens each new
    connection (a fresh password, TLS failures marked, one more try after a password
    rotation); then ``connect`` (pool event): the dialect settings' ``on_connect``
-   (session settings, pragmas) on each new connection.
+   (session settings, pragmas) on each new connection, then the user's ``on_connect``
+   hook with the driver's connection (awaited when it is a coroutine function).
 2. ``handle_error`` (dialect event): errors marked, failed COMMITs counted, the
    connection replaced where the category's policy says so
    (:func:`~litestar_bento_db.resilience.classification.on_handle_error`); then, on an
@@ -38,6 +39,7 @@ With nothing to add to a call (metrics and liveness off) no listener is installe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,6 +47,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.dialects import plugins
 from sqlalchemy.engine import URL, CreateEnginePlugin
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 
 from litestar_bento_db.connector import Connector
 from litestar_bento_db.liveness import replaying, watch_checkouts
@@ -112,8 +115,14 @@ def install(engine: Engine, settings: DialectSettings) -> None:
     if connector.needed:
         event.listen(engine, "do_connect", connector.do_connect)
 
+    hook = config.on_connect
+
     def connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         settings.on_connect(dbapi_connection)
+        if hook is not None:
+            result = hook(dbapi_connection.driver_connection)
+            if inspect.isawaitable(result):
+                await_only(result)  # the connect event runs inside SQLAlchemy's greenlet
 
     event.listen(engine, "connect", connect)
     event.listen(engine, "handle_error", on_handle_error)

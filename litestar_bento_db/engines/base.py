@@ -16,6 +16,7 @@ from abc import ABC
 from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from litestar_bento_db.config import ConfigError, DatabaseConfig, DatabaseType
 from litestar_bento_db.drivers import DRIVERS, Driver
@@ -78,13 +79,32 @@ class DialectSettings(ABC):
             "pool_pre_ping": config.pool_pre_ping,
         }
 
+    @property
+    def pooled(self) -> bool:
+        """Whether the engine keeps a pool (``supports_pool`` and ``pooling``)."""
+        return self.supports_pool and self.config.pooling
+
     def get_engine_kwargs(self) -> dict[str, Any]:
-        """All keyword arguments for ``create_async_engine``, this package's plugin too."""
+        """All keyword arguments for ``create_async_engine``, this package's plugin too.
+
+        ``engine_options`` come first: the settings' own arguments cannot be overridden
+        (the configuration refuses them there anyway).
+        """
+        config = self.config
+        kwargs: dict[str, Any] = dict(config.engine_options or {})
+        if config.json_serializer is not None:
+            kwargs["json_serializer"] = config.json_serializer
+        if config.json_deserializer is not None:
+            kwargs["json_deserializer"] = config.json_deserializer
+        pool = self.get_pool_kwargs() if self.pooled or not self.supports_pool else {}
+        if not pool:
+            pool = {"poolclass": NullPool}  # SQLite keeps its own (a memory database needs it)
         return {
-            "echo": self.config.echo,
-            "hide_parameters": self.config.hide_parameters,
+            **kwargs,
+            "echo": config.echo,
+            "hide_parameters": config.hide_parameters,
             "connect_args": self.get_connect_args(),
-            **self.get_pool_kwargs(),
+            **pool,
             "plugins": [PLUGIN_NAME],
             SETTINGS_KWARG: self,
         }

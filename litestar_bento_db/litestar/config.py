@@ -6,15 +6,24 @@ raises :class:`~litestar_bento_db.ConfigError` naming the field.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import AlembicAsyncConfig
 from litestar.types import Guard
 from sqlalchemy import MetaData
 
-from litestar_bento_db._values import ConfigError, boolean, integer, name, number, option
+from litestar_bento_db._values import (
+    ConfigError,
+    boolean,
+    integer,
+    name,
+    number,
+    option,
+    optional,
+)
 from litestar_bento_db._values import validate_fields as _validate
 from litestar_bento_db.config import DatabaseConfig
 from litestar_bento_db.draining import DrainingMode
@@ -29,6 +38,24 @@ def _path(value: Any, field_name: str) -> str | None:
         expected = "expected a path starting with '/' (or None)"
         raise ConfigError(f"{field_name}: {expected}, got {value!r}")
     return value
+
+
+#: the request sessions' options an app may set (the rest are how the plugin works)
+SESSION_OPTIONS = ("autoflush", "expire_on_commit", "info", "query_cls")
+
+
+def _session_options(value: Any, field_name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ConfigError(f"{field_name}: expected a mapping, got {type(value).__name__}")
+    refused = sorted(set(value) - set(SESSION_OPTIONS))
+    if refused:
+        raise ConfigError(
+            f"{field_name}: {', '.join(refused)} not accepted (the plugin binds, begins and "
+            f"joins the sessions itself); these are: {', '.join(SESSION_OPTIONS)}"
+        )
+    if "info" in value and not isinstance(value["info"], Mapping):
+        raise ConfigError(f"{field_name}: info must be a mapping")
+    return MappingProxyType(dict(value))
 
 
 def _drain_mode(value: Any, field_name: str) -> DrainingMode:
@@ -109,6 +136,9 @@ class PluginConfig:
     failed migration fails the startup."""
     migration_lock_timeout: float = option(300.0, number(0, inclusive=False))
     """Seconds a starting process waits for another one's migration."""
+    session_options: Mapping[str, Any] | None = option(None, optional(_session_options))
+    """Options of the request sessions: ``autoflush`` (default True), ``expire_on_commit``
+    (default False), ``info`` (added to the plugin's own keys), ``query_cls``."""
     session_dependency_key: str = option("db_session", name)
     """Name under which handlers receive the ``AsyncSession``."""
     engine_dependency_key: str = option("db_engine", name)

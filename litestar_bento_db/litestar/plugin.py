@@ -11,7 +11,7 @@ disposed at shutdown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -131,6 +131,22 @@ class _AlchemyConfig(SQLAlchemyAsyncConfig):
                 await self.runtime.stop()  # then super() disposes the engine
 
 
+def _session_config(options: Mapping[str, Any]) -> AsyncSessionConfig:
+    """The request sessions' settings: the plugin's, with the app's ``session_options``."""
+    settings: dict[str, Any] = {"expire_on_commit": False, "autoflush": True, **options}
+    # advanced-alchemy's cache and file-object listeners look these up on every commit and
+    # flush, and without them build a new engine each time (Engine.execution_options()) to
+    # read its options; our engine sets none. tests/test_upstream_pins.py checks that these
+    # keys are still read. Each flush then sets the file-object one to what it needs
+    # (file_objects.py).
+    settings["info"] = {
+        **options.get("info", {}),
+        "enable_cache_listener": True,
+        "enable_file_object_listener": True,
+    }
+    return AsyncSessionConfig(**settings)
+
+
 class DatabasePlugin(InitPluginProtocol, CLIPlugin):
     """Production database layer for a Litestar app.
 
@@ -151,16 +167,7 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         self.runtime = DatabaseRuntime(self.config)
         self.alchemy_config = _AlchemyConfig(
             connection_string=self.config.database.url,
-            session_config=AsyncSessionConfig(
-                expire_on_commit=False,
-                autoflush=True,
-                # advanced-alchemy's cache and file-object listeners look these up on
-                # every commit and flush, and without them build a new engine each time
-                # (Engine.execution_options()) to read its options; our engine sets none.
-                # tests/test_upstream_pins.py checks that these keys are still read. Each
-                # flush then sets the file-object one to what it needs (file_objects.py).
-                info={"enable_cache_listener": True, "enable_file_object_listener": True},
-            ),
+            session_config=_session_config(self.config.session_options or {}),
             session_dependency_key=self.config.session_dependency_key,
             engine_dependency_key=self.config.engine_dependency_key,
             create_all=False,

@@ -122,7 +122,7 @@ class DatabaseRuntime:
 
     def _pool_capacity(self) -> int:
         database = self.config.database
-        if not self.settings.supports_pool or database.max_overflow < 0:
+        if not self.settings.pooled or database.max_overflow < 0:
             return database.warmup_connections
         return max(1, database.pool_size + database.max_overflow)
 
