@@ -39,6 +39,7 @@ With nothing to add to a call (metrics and liveness off) no listener is installe
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -118,11 +119,18 @@ def install(engine: Engine, settings: DialectSettings) -> None:
     hook = config.on_connect
 
     def connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        settings.on_connect(dbapi_connection)
-        if hook is not None:
-            result = hook(dbapi_connection.driver_connection)
-            if inspect.isawaitable(result):
-                await_only(result)  # the connect event runs inside SQLAlchemy's greenlet
+        try:
+            settings.on_connect(dbapi_connection)
+            if hook is not None:
+                result = hook(dbapi_connection.driver_connection)
+                if inspect.isawaitable(result):
+                    await_only(result)  # the connect event runs inside SQLAlchemy's greenlet
+        except BaseException:
+            # the connection never reaches the pool: close it (SQLAlchemy 2.0 leaves it
+            # open), then let the connect fail
+            with contextlib.suppress(Exception):
+                dbapi_connection.close()
+            raise
 
     event.listen(engine, "connect", connect)
     event.listen(engine, "handle_error", on_handle_error)
