@@ -474,7 +474,11 @@ async def test_status_round_robin_and_no_password() -> None:
 
 
 async def test_idle_primary_does_not_make_the_replica_look_lagging() -> None:
-    max_lag = 0.5
+    # 1 s, not 0.5: the primary's own background WAL (checkpoints, autovacuum) reaches a
+    # replica on a loaded 2-core CI machine up to about half a second later (0.54 s seen
+    # once). Judging by the last commit alone would still fail: idle rounds are those
+    # whose last commit is older than twice this
+    max_lag = 1.0
     replica_engine = create_async_engine_from_config(
         DatabaseConfig(url=require_replica(), pool_size=1)
     )
