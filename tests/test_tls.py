@@ -401,10 +401,11 @@ async def test_a_password_rotation_under_load_fails_no_request(
     assert new > 0
     assert killed > 0 or kind != "postgresql"
     assert_no_harm(report, load)
-    # one 503 at most: killing the backends seen idle races with the app taking one of
-    # them at that moment (its transaction then loses the connection: an honest 503 with
-    # Retry-After, not a login failure); seen in 2 of 4 CI runs, 1 in about 1,200
-    # requests. The rotation itself (the logins) must fail nothing: errors is 0 above
+    # one 503 at most (2 of 4 CI runs on 2026-12-02 had one, in about 1,200 requests):
+    # not explained yet; the likeliest cause is the kill of the backends seen idle racing
+    # with the app taking one of them (a transaction losing its connection: 503 with
+    # Retry-After). No error (500) is allowed (assert_no_harm above). Issue 20 is open
+    # until the bound is 0 again
     assert report.unavailable <= 1, report
     assert "rotate-1" not in server.output()
 
