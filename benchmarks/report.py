@@ -464,14 +464,15 @@ def render(results: Results, chart: Path | None, root: Path) -> str:
             "",
         ]
     report += ["### Targets (issues 12, 13, 14)", "", *targets(results), ""]
-    for key, title in (("ready", "Time to ready"), ("drain", "Drain on SIGTERM")):
+    titled = (("ready", "Time to ready"), ("drain", "Drain on SIGTERM"), ("overload", "Overload"))
+    for key, title in titled:
         section = results.get(key)
         if section:
             report += [f"## {title}", "", f"Run {section['date']}{_quick(section)}.", ""]
             report += [section["markdown"], ""]
     durations = [
         f"{key} {results[key]['elapsed']:.0f} s"
-        for key in (WRK, INSTRUCTIONS, ROUND_TRIPS, "ready", "drain")
+        for key in (WRK, INSTRUCTIONS, ROUND_TRIPS, "ready", "drain", "overload")
         if results.get(key) and "elapsed" in results[key]
     ]
     if durations:

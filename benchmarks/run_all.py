@@ -10,11 +10,13 @@ Sections (``--only SECTION`` runs one, keeping the other sections' stored figure
   and server (sequential requests, steady state).
 - ``ready``: process start to the first readiness 200, PostgreSQL and MariaDB.
 - ``drain``: SIGTERM with requests inside their transactions: time to exit.
+- ``overload``: twice the requests the database can serve, open loop: answers and
+  their latency, per app (``benchmarks/overload.py``).
 
 Apps: ``benchmarks/apps`` (see ``harness.APPS``); workloads: GET one row by primary key,
 GET a list of 20 ORM rows, an ORM insert (``harness.WORKLOADS``).
 
-    make bench                                   # all sections, about 35 minutes
+    make bench                                   # all sections, about 40 minutes
     .venv/bin/python -m benchmarks.run_all --only round-trips
     .venv/bin/python -m benchmarks.run_all --quick   # smoke test: tiny rounds, ~8 minutes
 
@@ -50,6 +52,7 @@ from typing import Any
 import httpx
 from sqlalchemy import make_url
 
+from benchmarks import overload
 from benchmarks.harness import (
     APP_KEYS,
     APPS,
@@ -85,8 +88,8 @@ from benchmarks.harness import (
 from benchmarks.report import draw_chart, render
 from tests.proxy import TcpProxy
 
-READY_SECTION, DRAIN = "ready", "drain"
-SECTIONS = (WRK, INSTRUCTIONS, ROUND_TRIPS, READY_SECTION, DRAIN)
+READY_SECTION, DRAIN, OVERLOAD = "ready", "drain", "overload"
+SECTIONS = (WRK, INSTRUCTIONS, ROUND_TRIPS, READY_SECTION, DRAIN, OVERLOAD)
 WORKLOAD = {w.key: w for w in WORKLOADS}
 Section = dict[str, Any]
 
@@ -110,11 +113,14 @@ class Settings:
     rt_quiet: float = 2.0  # seconds of idle app to measure background traffic
     ready_runs: int = 5
     drain_runs: int = 2
+    overload_rounds: int = 2
+    overload_seconds: float = 10.0
 
 
 QUICK = Settings(
     quick=True, rounds=1, seconds=2, cg_requests=60, cg_warmup=60, cg_idle=1.0, rt_requests=40,
-    rt_warmup=20, rt_idle=1, rt_quiet=1.0, ready_runs=2, drain_runs=2,
+    rt_warmup=20, rt_idle=1, rt_quiet=1.0, ready_runs=2, drain_runs=2, overload_rounds=1,
+    overload_seconds=3.0,
 )  # fmt: skip
 
 
@@ -642,6 +648,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ROUND_TRIPS: lambda: round_trips_section(apps, settings),
         READY_SECTION: lambda: time_to_ready(settings),
         DRAIN: lambda: drain_time(settings),
+        OVERLOAD: lambda: overload.run(
+            settings.overload_rounds, 100.0, settings.overload_seconds, folder / "overload.png"
+        ),
     }
     for name in sections:
         log(f"{name}: starting")

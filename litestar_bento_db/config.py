@@ -127,7 +127,14 @@ class DatabaseConfig:
     0 closes each one as soon as it is returned (SQLAlchemy's behaviour). Saves opening
     and closing connections continuously under a load just above ``pool_size``."""
     pool_timeout: float = setting(30.0, number(0, inclusive=False))
-    """Seconds to wait for a free connection before ``sqlalchemy.exc.TimeoutError``."""
+    """Seconds to wait for a free connection before ``sqlalchemy.exc.TimeoutError``. When
+    every connection is in use and the expected wait (the checkouts ahead, times the mean
+    time a connection is held, over ``pool_size + max_overflow``) exceeds it, the checkout
+    is refused at once instead (a 503 in the plugin): under overload, admitted requests
+    wait about this long at most, the others are answered in milliseconds."""
+    max_pending: int = setting(-1, integer(-1))
+    """Checkouts that may wait for a connection at once (every connection in use); more
+    are refused at once. -1: no limit but the expected wait (see ``pool_timeout``)."""
     pool_recycle: int = setting(3600, integer(-1))
     """Seconds after which a connection is replaced; -1 never. MySQL keeps the session's
     ``wait_timeout`` above it, so the server never drops a pooled connection first."""

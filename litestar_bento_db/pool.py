@@ -16,6 +16,15 @@ opens and closes connections continuously (each costs a server backend, a login 
 driver's set-up, milliseconds of CPU on both sides). With ``overflow_idle_timeout`` the
 pool keeps them while they were needed within that many seconds, and closes them once
 demand has stayed at or below ``pool_size`` for that long.
+
+And it answers overload at once. A checkout that finds every connection in use (the
+pool and its overflow) waits up to ``pool_timeout`` in SQLAlchemy, so under a load the
+database cannot keep up with, every excess request waits the whole ``pool_timeout`` for
+its error. Here such a checkout is refused at once (``sqlalchemy.exc.TimeoutError``, a
+503 with ``Retry-After`` in the plugin) when its expected wait exceeds ``pool_timeout``:
+the checkouts ahead of it, times the mean time a connection is held (measured), over
+the connections that can be in use. With ``max_pending``, also when that many checkouts
+are waiting already.
 """
 
 from __future__ import annotations
@@ -44,6 +53,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the weight of the newest hold time in the pool's moving average
+_HOLD_WEIGHT = 0.2
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -105,7 +117,7 @@ class PoolObserver(Protocol):
         """A checkout got its connection after ``seconds`` (pre-ping and connect included)."""
 
     def timed_out(self) -> None:
-        """A checkout gave up after ``pool_timeout``."""
+        """A checkout gave up after ``pool_timeout``, or was refused at once (overload)."""
 
 
 class LoopBoundPool(AsyncAdaptedQueuePool):
@@ -120,6 +132,8 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
             exceeded ``pool_size``; 0 closes each one when it is returned (SQLAlchemy's
             behaviour). Checked whenever a connection is returned. ``create_engine`` passes
             it through under the same name.
+        max_pending: Checkouts that may wait for a connection at once; a checkout
+            beyond is refused at once. -1: no limit (the expected wait still decides).
     """
 
     # Built on QueuePool's subclass interface (``_do_get``, ``_do_return_conn``,
@@ -132,14 +146,19 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         creator: Any,
         overflow_idle_timeout: float = 0.0,
         observer: PoolObserver | None = None,
+        max_pending: int = -1,
         **kw: Any,
     ) -> None:
         super().__init__(creator, **kw)
         self.observer = observer
         """Told how long each checkout waited, and of each that timed out (metrics)."""
         self._disposed = False
-        self._checked_out: set[ConnectionPoolEntry] = set()
+        # each entry handed out, with when (time.monotonic())
+        self._checked_out: dict[ConnectionPoolEntry, float] = {}
         self._getting = 0
+        self._waiting = 0  # checkouts that found every connection in use
+        self._max_pending = max_pending
+        self._mean_hold = 0.0  # seconds a connection is held, a moving average
         self._nominal_size = self._pool.maxsize
         self._overflow_idle_timeout = overflow_idle_timeout
         self._overflow_needed_at = 0.0
@@ -149,9 +168,13 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
             self._pool = self._queue_class(capacity, use_lifo=self._pool.use_lifo)
 
     @classmethod
-    def engine_kwargs(cls, *, overflow_idle_timeout: float) -> dict[str, Any]:
+    def engine_kwargs(cls, *, overflow_idle_timeout: float, max_pending: int) -> dict[str, Any]:
         """The ``create_async_engine`` arguments that select this pool."""
-        return {"poolclass": cls, "overflow_idle_timeout": overflow_idle_timeout}
+        return {
+            "poolclass": cls,
+            "overflow_idle_timeout": overflow_idle_timeout,
+            "max_pending": max_pending,
+        }
 
     def size(self) -> int:
         """``pool_size``, the number of connections kept open however low the demand."""
@@ -173,6 +196,7 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
             self._creator,
             overflow_idle_timeout=self._overflow_idle_timeout,
             observer=self.observer,
+            max_pending=self._max_pending,
             pool_size=self._nominal_size,
             max_overflow=self._max_overflow,
             pre_ping=self._pre_ping,
@@ -245,8 +269,47 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         self._disposed = True
         super().dispose()
 
+    def waiting(self) -> int:
+        """Checkouts waiting because every connection is in use, right now."""
+        return self._waiting
+
+    def expected_wait(self) -> float:
+        """Seconds a checkout arriving now would wait for a connection; 0 while one is free.
+
+        An estimate: the checkouts ahead, times the mean hold time, over the connections
+        that can be in use.
+        """
+        if not self._all_in_use():
+            return 0.0
+        in_use = max(1, self._nominal_size + self._max_overflow)
+        return (self._waiting + 1) * self._mean_hold / in_use
+
+    def _all_in_use(self) -> bool:
+        # QueuePool's own test for a checkout that has to wait (``_do_get``)
+        full = self._max_overflow > -1 and self._overflow >= self._max_overflow
+        return full and self._pool.qsize() == 0
+
+    def _refuse_if_overloaded(self) -> None:
+        """Raise ``TimeoutError`` at once for a checkout that would wait in vain."""
+        if 0 <= self._max_pending <= self._waiting:
+            reason = f"{self._waiting} checkouts are waiting already (max_pending)"
+        else:
+            expected = self.expected_wait()
+            if expected <= self._timeout:
+                return
+            limit = f"pool_timeout ({self._timeout:g} s)"
+            reason = f"the expected wait, {expected:.2f} s, exceeds {limit}"
+        if self.observer is not None:
+            self.observer.timed_out()
+        raise sa_exc.TimeoutError(
+            f"every connection of the pool is in use and {reason}: refused at once"
+        )
+
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        self._checked_out.discard(record)
+        taken = self._checked_out.pop(record, None)
+        if taken is not None:  # a moving average, about the last 5 checkouts weighing most
+            held = time.monotonic() - taken
+            self._mean_hold += (held - self._mean_hold) * _HOLD_WEIGHT
         if self._disposed:
             record.close()
             return
@@ -254,12 +317,18 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         self._close_idle_overflow()
 
     def _do_get(self) -> ConnectionPoolEntry:
+        waits = self._all_in_use()
+        if waits:
+            self._refuse_if_overloaded()
+            self._waiting += 1
         self._getting += 1  # a new connection is opened inside _do_get: count it already
         try:
             record = self._get_same_loop()
         finally:
             self._getting -= 1
-        self._checked_out.add(record)
+            if waits:
+                self._waiting -= 1
+        self._checked_out[record] = time.monotonic()
         if len(self._checked_out) > self._nominal_size:
             self._overflow_needed_at = time.monotonic()
         return record

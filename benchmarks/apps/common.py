@@ -7,6 +7,9 @@ the same SQL by the raw asyncpg app (``benchmarks.apps.raw``):
 - ``GET /items?after=N``: a list of 20 ORM rows after ``N``, in key order;
 - ``POST /orders``: an ORM insert (``session.add(Order(...))``, ``flush()`` for its id),
   committed by the app's own path, answered 201 with the id.
+
+And ``GET /slow?seconds=S`` for the overload benchmark: a statement that holds the
+request's connection ``S`` seconds (``pg_sleep``).
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import msgspec
 from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
-from sqlalchemy import String, delete, insert, select
+from sqlalchemy import String, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 URL = os.environ.get("BENCH_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 #: a hot-standby replica of URL's database; set only for the replica variant of ours
 REPLICA_URL = os.environ.get("BENCH_REPLICA_URL", "")
-#: identical pool settings in all apps (pre-ping on, as this package's default)
-POOL_SIZE, MAX_OVERFLOW, PRE_PING = 10, 10, True
+#: identical pool settings in all apps (pre-ping on, as this package's default); the
+#: overload benchmark sets smaller ones through the environment
+POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "10"))
+MAX_OVERFLOW = int(os.environ.get("BENCH_MAX_OVERFLOW", "10"))
+POOL_TIMEOUT = float(os.environ.get("BENCH_POOL_TIMEOUT", "30"))
+PRE_PING = True
 #: identical driver settings too: asyncpg's per-statement time limit (the usage guide's 60 s,
 #: this package's default; asyncpg arms a timer for every statement; 0 for none) and jit off
 COMMAND_TIMEOUT = float(os.environ.get("BENCH_COMMAND_TIMEOUT", "60"))
@@ -40,6 +47,7 @@ PSYCOPG_OPTIONS = " ".join(
 POOL: dict[str, object] = {
     "pool_size": POOL_SIZE,
     "max_overflow": MAX_OVERFLOW,
+    "pool_timeout": POOL_TIMEOUT,
     "pool_pre_ping": PRE_PING,
     "connect_args": (
         {"options": PSYCOPG_OPTIONS}
@@ -103,8 +111,14 @@ async def create_order(db_session: NamedDependency[AsyncSession], data: OrderIn)
     return {"id": order.id}
 
 
+@get("/slow")
+async def slow(db_session: NamedDependency[AsyncSession], seconds: FromQuery[float]) -> str:
+    await db_session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+    return "slept"
+
+
 #: the workload handlers of every SQLAlchemy app (session injected as ``db_session``)
-HANDLERS = [get_item, list_items, create_order]
+HANDLERS = [get_item, list_items, create_order, slow]
 
 
 async def create_tables(engine: AsyncEngine) -> None:

@@ -31,7 +31,10 @@ class MySQLEngine(DialectSettings):
         """Pool arguments with the event-loop-safe pool."""
         return {
             **super().get_pool_kwargs(),
-            **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
+            **LoopBoundPool.engine_kwargs(
+                overflow_idle_timeout=self.config.overflow_idle_timeout,
+                max_pending=self.config.max_pending,
+            ),
         }
 
     def session_statements(self, server_info: str) -> list[str]:

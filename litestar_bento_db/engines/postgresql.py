@@ -28,6 +28,9 @@ class PostgreSQLEngine(DialectSettings):
         """Pool arguments: LIFO, so idle connections beyond the working set expire."""
         return {
             **super().get_pool_kwargs(),
-            **LoopBoundPool.engine_kwargs(overflow_idle_timeout=self.config.overflow_idle_timeout),
+            **LoopBoundPool.engine_kwargs(
+                overflow_idle_timeout=self.config.overflow_idle_timeout,
+                max_pending=self.config.max_pending,
+            ),
             "pool_use_lifo": True,
         }
