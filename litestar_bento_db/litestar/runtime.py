@@ -80,6 +80,7 @@ class DatabaseRuntime:
         self.drain_stats: DrainStats | None = None
         self.ready_at: float | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._froze = False  # gc.freeze() called at start-up, to undo at shutdown
         self._probe: Probe | None = None
         self._probe_task: asyncio.Future[Probe] | None = None
         self.pings = 0
@@ -186,8 +187,10 @@ class DatabaseRuntime:
         else:
             self._mark_ready()
         if self.config.freeze_gc:
-            gc.collect()
-            gc.freeze()  # start-up's objects leave the collector's view
+            # start-up's objects leave the collector's view (no collection first: an app
+            # started in a big process, a test suite's, would pay a full one each time)
+            gc.freeze()
+            self._froze = True
 
     async def _keep_connecting(self) -> None:
         delay = 0.1
@@ -279,6 +282,9 @@ class DatabaseRuntime:
             self.drain_stats, *_ = await asyncio.gather(*drains)
         if self.replicas is not None:
             await self.replicas.dispose()
+        if self._froze:  # what start-up froze can be collected again
+            gc.unfreeze()
+            self._froze = False
         self.phase = Phase.STOPPED
         return self.drain_stats
 
