@@ -318,7 +318,12 @@ def instructions_section(apps: Sequence[App], settings: Settings) -> Section:
         with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
             for app in chosen:
                 started = time.monotonic()
-                _app_instructions(app, Path(folder), primary, primary_url, settings, section)
+                try:
+                    _app_instructions(app, Path(folder), primary, primary_url, settings, section)
+                except RuntimeError as error:  # one app's failure keeps the others' figures
+                    notes.append(f"{app.key}: not measured ({error})")
+                    log(notes[-1])
+                    continue
                 log(f"instructions: {app.key} done in {time.monotonic() - started:.0f} s")
     finally:
         primary.close()

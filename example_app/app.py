@@ -113,12 +113,9 @@ def rejected(_: Request[Any, Any, Any], exc: OrderRejected) -> Response[dict[str
     )
 
 
-def create_app(
-    config: DatabaseConfig | None = None, *, freeze_gc: bool = False, migrate: bool = False
-) -> Litestar:
+def create_app(config: DatabaseConfig | None = None, *, migrate: bool = False) -> Litestar:
     """Build the app; the database comes from ``DB_URL`` (SQLite file by default).
 
-    ``freeze_gc`` for the served app: shorter garbage-collection pauses (p99), process-wide.
     ``migrate``: the tables come from the Alembic history in ``migrations/``, upgraded at
     startup under the database lock, in place of creating them from the models.
     """
@@ -130,7 +127,6 @@ def create_app(
         config,
         health=HealthConfig(path="/api/v1/common/health"),
         metrics_path="/metrics",  # Prometheus text (OpenTelemetry too, when installed)
-        freeze_gc=freeze_gc,
         metadata=None if migrate else BigIntBase.metadata,
         migrate_on_startup=migrate,
         alembic_config=AlembicAsyncConfig(
@@ -149,4 +145,4 @@ def create_app(
     )
 
 
-app = create_app(freeze_gc=True, migrate=os.environ.get("EXAMPLE_APP_MIGRATE") == "1")
+app = create_app(migrate=os.environ.get("EXAMPLE_APP_MIGRATE") == "1")
