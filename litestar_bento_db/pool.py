@@ -269,10 +269,6 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         self._disposed = True
         super().dispose()
 
-    def waiting(self) -> int:
-        """Checkouts waiting because every connection is in use, right now."""
-        return self._waiting
-
     def expected_wait(self) -> float:
         """Seconds a checkout arriving now would wait for a connection; 0 while one is free.
 
