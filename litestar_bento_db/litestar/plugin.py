@@ -11,9 +11,7 @@ disposed at shutdown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
@@ -21,6 +19,7 @@ from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
     AsyncSessionConfig,
     SQLAlchemyAsyncConfig,
+    SQLAlchemyInitPlugin,
     SQLAlchemyPlugin,
 )
 from litestar.datastructures import State
@@ -29,26 +28,19 @@ from litestar.plugins import CLIPlugin, InitPluginProtocol
 from litestar.types import Scope
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from litestar_bento_db.config import ConfigError, DatabaseConfig
+from litestar_bento_db.config import ConfigError, DatabaseConfig, mask_url
+from litestar_bento_db.litestar.adopt import adopt
+from litestar_bento_db.litestar.alchemy import other_configs, take_over
 from litestar_bento_db.litestar.cli import add_cli_commands
 from litestar_bento_db.litestar.config import PluginConfig
 from litestar_bento_db.litestar.errors import database_exception_handlers
-from litestar_bento_db.litestar.file_objects import track_files_only_when_stored
 from litestar_bento_db.litestar.health import create_health_router, taken_health_path
 from litestar_bento_db.litestar.metrics import add_metrics, name_requests
 from litestar_bento_db.litestar.runtime import DatabaseRuntime
-from litestar_bento_db.litestar.transaction import (
-    TransactionHandler,
-    refuse_after_response,
-    request_session,
-)
-from litestar_bento_db.replicas import primary_only, route_reads, stick_to_primary
-
-_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+from litestar_bento_db.litestar.transaction import TransactionHandler
 
 if TYPE_CHECKING:
     from click import Group
-    from litestar import Litestar
     from litestar.config.app import AppConfig
 
 __all__ = ["DatabasePlugin", "DbEngine", "DbSession", "DbSessionFactory"]
@@ -62,73 +54,6 @@ DbSessionFactory: TypeAlias = Annotated[
 ]
 """``NamedDependency[async_sessionmaker]`` (``db_session_factory``): for units of work that
 open their own session and transaction, such as retried use cases."""
-
-
-@dataclass
-class _AlchemyConfig(SQLAlchemyAsyncConfig):
-    """advanced-alchemy's config, with our engine and our lifecycle inside its lifespan.
-
-    Its lifespan disposes the engine when it exits, which happens before Litestar's
-    ``on_shutdown`` hooks; running our drain inside it puts the drain first.
-    """
-
-    runtime: DatabaseRuntime | None = field(default=None, repr=False)
-    primary_maker: async_sessionmaker[AsyncSession] | None = field(
-        default=None, init=False, repr=False
-    )
-    """With replicas: the session maker whose sessions use the primary only."""
-
-    def may_write(self, scope: Scope) -> bool:
-        """Whether, with replicas, ``scope``'s request must use the primary throughout."""
-        return self.primary_maker is not None and scope.get("method") not in _READ_ONLY_METHODS
-
-    def get_engine(self) -> AsyncEngine:
-        assert self.runtime is not None
-        if self.engine_instance is None:
-            self.engine_instance = self.runtime.create_engine()
-        return self.engine_instance
-
-    def provide_session(self, state: State, scope: Scope) -> AsyncSession:
-        """The request's session, created on first use and kept for the before-send hook.
-
-        With read replicas, a request that may write (any method but GET, HEAD and
-        OPTIONS) uses the primary throughout: its reads see its own writes and no
-        read-modify-write works from a lagging copy.
-        """
-        factory: async_sessionmaker[AsyncSession] = state[self.session_maker_app_state_key]
-        session = request_session(scope, self.session_scope_key, factory)
-        if self.may_write(scope):
-            stick_to_primary(session)
-        return session
-
-    def create_session_maker(self) -> Callable[[], AsyncSession]:
-        """advanced-alchemy's session maker, made for requests.
-
-        Its sessions run advanced-alchemy's file-object tracking only in flushes that
-        can store files, refuse work after the response started and, with replicas,
-        route reads.
-        """
-        fresh = self.session_maker is None
-        maker = super().create_session_maker()
-        if fresh and isinstance(maker, async_sessionmaker):
-            track_files_only_when_stored(maker)
-            replicas = self.runtime.replicas if self.runtime is not None else None
-            if replicas is not None:
-                route_reads(maker, replicas)
-            refuse_after_response(maker)
-            if replicas is not None:
-                self.primary_maker = primary_only(maker)
-        return maker
-
-    @asynccontextmanager
-    async def lifespan(self, app: Litestar) -> AsyncGenerator[None, None]:
-        assert self.runtime is not None
-        async with super().lifespan(app):  # app state: engine (created here), session maker
-            await self.runtime.start()
-            try:
-                yield
-            finally:
-                await self.runtime.stop()  # then super() disposes the engine
 
 
 def _session_config(options: Mapping[str, Any]) -> AsyncSessionConfig:
@@ -152,48 +77,71 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
 
     Args:
         config: A :class:`PluginConfig`, or just a :class:`DatabaseConfig`; by default
-            everything comes from the ``DB_*`` environment.
-        **options: :class:`PluginConfig` fields, when ``config`` is a ``DatabaseConfig``
-            or omitted (``fail_fast=True``, ``health=HealthConfig(...)``, ...).
+            everything comes from the ``DB_*`` environment. Or the app's own
+            advanced-alchemy ``SQLAlchemyAsyncConfig``, in place of
+            ``SQLAlchemyPlugin(config=...)``: the plugin runs that same object (the app's
+            code holding it keeps working, on the plugin's engine) and takes its URL,
+            engine and session settings, keys, Alembic settings, ``create_all`` and
+            ``before_send_handler`` choice (see :mod:`litestar_bento_db.litestar.adopt`).
+        **options: :class:`PluginConfig` fields, when ``config`` is not a
+            ``PluginConfig`` (``fail_fast=True``, ``health=HealthConfig(...)``, ...).
     """
 
-    def __init__(self, config: PluginConfig | DatabaseConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        config: PluginConfig | DatabaseConfig | SQLAlchemyAsyncConfig | None = None,
+        **options: Any,
+    ) -> None:
+        commit_statuses: Collection[int] | None = None
         if isinstance(config, PluginConfig):
             if options:
                 raise TypeError("pass options inside PluginConfig, or with a DatabaseConfig")
             self.config = config
-        else:
+        elif config is None or isinstance(config, DatabaseConfig):
             self.config = PluginConfig(database=config or DatabaseConfig(), **options)
+        else:  # the app's own advanced-alchemy config (ConfigError if it is not one)
+            adopted = adopt(config, options)
+            self.config, commit_statuses = adopted.config, adopted.commit_statuses
         self.runtime = DatabaseRuntime(self.config)
-        self.alchemy_config = _AlchemyConfig(
-            connection_string=self.config.database.url,
-            session_config=_session_config(self.config.session_options or {}),
-            session_dependency_key=self.config.session_dependency_key,
-            engine_dependency_key=self.config.engine_dependency_key,
-            create_all=False,
-            runtime=self.runtime,
-            alembic_config=self.config.alembic_config or AlembicAsyncConfig(),
-        )
+        if isinstance(config, SQLAlchemyAsyncConfig):
+            config.session_config = _session_config(self.config.session_options or {})
+            alchemy = take_over(config, self.runtime)
+        else:
+            alchemy = take_over(
+                SQLAlchemyAsyncConfig(
+                    connection_string=self.config.database.url,
+                    session_config=_session_config(self.config.session_options or {}),
+                    session_dependency_key=self.config.session_dependency_key,
+                    engine_dependency_key=self.config.engine_dependency_key,
+                    create_all=False,
+                    alembic_config=self.config.alembic_config or AlembicAsyncConfig(),
+                ),
+                self.runtime,
+            )
+        self.alchemy_config = alchemy
+        """The advanced-alchemy config the app runs on: the app's own when it gave one."""
         if self.config.migrate_on_startup:
             # Alembic is imported only for it
             from litestar_bento_db.litestar.migrations import check_scripts, migrate_to_head
 
-            check_scripts(self.alchemy_config)
+            check_scripts(alchemy)
             self.runtime.migrate = partial(
                 migrate_to_head,
-                self.alchemy_config,
+                alchemy,
                 self.config.database,
                 lock_timeout=self.config.migration_lock_timeout,
             )
         # our before-send hook in place of advanced-alchemy's: commit before the status
-        self.alchemy_config.before_send_handler = TransactionHandler(
-            session_scope_key=self.alchemy_config.session_scope_key,
+        alchemy.before_send_handler = TransactionHandler(
+            session_scope_key=alchemy.session_scope_key,
             commit_on_redirect=self.config.commit_on_redirect,
             retry_after=self.config.health.retry_after,
+            commit_statuses=commit_statuses,
         )
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Add advanced-alchemy's plugin (with our commit hook) and the health routes."""
+        self._refuse_a_second_config(app_config)
         app_config.plugins.append(SQLAlchemyPlugin(config=self.alchemy_config))
         # before advanced-alchemy's plugin adds its own repository-error handler
         app_config.exception_handlers.update(
@@ -228,6 +176,34 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
             }
         )
         return app_config
+
+    def _refuse_a_second_config(self, app_config: AppConfig) -> None:
+        """Fail when the app has an advanced-alchemy config of its own beside ours.
+
+        Its code would use that config's engine, sessions and app-state keys, which are
+        not the plugin's: registered as a plugin, two engines serve one app; held
+        elsewhere (the app's guards, jobs, services), its sessions are not the request's
+        and its app-state keys are missing (advanced-alchemy renamed ours).
+        """
+        how = (
+            "pass that config to the plugin instead: DatabasePlugin(alchemy_config), "
+            "and drop SQLAlchemyPlugin (docs: Coming from advanced-alchemy)"
+        )
+        for plugin in app_config.plugins:
+            if isinstance(plugin, SQLAlchemyPlugin | SQLAlchemyInitPlugin):
+                raise ConfigError(
+                    f"litestar-bento-db: the app registers advanced-alchemy's "
+                    f"{type(plugin).__name__} beside DatabasePlugin; {how}"
+                )
+        others = other_configs()
+        if others:
+            raise ConfigError(
+                f"litestar-bento-db: the process holds an advanced-alchemy "
+                f"{type(others[0]).__name__} that is not the plugin's (connection "
+                f"{mask_url(others[0].connection_string or '')!r}): code using it would not "
+                f"reach the app's engine and sessions (advanced-alchemy even renames the "
+                f"plugin's app-state keys for it); {how}"
+            )
 
     def _provide_session_factory(
         self, state: State, scope: Scope

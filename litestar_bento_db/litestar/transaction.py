@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Final, cast
 
 from litestar.constants import (
@@ -126,14 +126,26 @@ class TransactionHandler:
         session_scope_key: Where the request's session is kept (see :func:`request_session`).
         commit_on_redirect: Commit on 3xx responses too.
         retry_after: ``Retry-After`` seconds on a 503 after a failed commit.
+        commit_statuses: The statuses that commit, in place of 2xx (and 3xx with
+            ``commit_on_redirect``); empty: none (every transaction left open is rolled
+            back).
     """
 
     def __init__(
-        self, *, session_scope_key: str, commit_on_redirect: bool = False, retry_after: int = 1
+        self,
+        *,
+        session_scope_key: str,
+        commit_on_redirect: bool = False,
+        retry_after: int = 1,
+        commit_statuses: Collection[int] | None = None,
     ) -> None:
         self.session_scope_key = session_scope_key
         self.replacement_key = f"{session_scope_key}_replacement_body"
-        self.commit_statuses = range(200, 400 if commit_on_redirect else 300)
+        self.commit_statuses: Collection[int] = (
+            range(200, 400 if commit_on_redirect else 300)
+            if commit_statuses is None
+            else commit_statuses
+        )
         self.retry_after = retry_after
 
     async def __call__(self, message: Message, scope: Scope) -> None:
