@@ -265,3 +265,21 @@ def test_sqlalchemy_await_only_runs_a_coroutine_inside_its_greenlet() -> None:
         return "ok"
 
     assert asyncio.run(greenlet_spawn(lambda: await_only(answer()))) == "ok"
+
+
+def test_advanced_alchemys_before_send_handlers_are_recognised() -> None:
+    """``DatabasePlugin(alchemy_config)`` reads the app's handler choice from the handler
+    advanced-alchemy made (its maker's name and closure: litestar/adopt.py)."""
+    from advanced_alchemy.extensions.litestar.plugins.init.config.asyncio import (
+        autocommit_handler_maker,
+        default_handler_maker,
+    )
+
+    from litestar_bento_db.litestar.adopt import _commit_statuses
+
+    assert _commit_statuses(default_handler_maker()) == frozenset()
+    assert _commit_statuses(autocommit_handler_maker()) == frozenset(range(200, 300))
+    made = autocommit_handler_maker(
+        commit_on_redirect=True, extra_commit_statuses={418}, extra_rollback_statuses={201}
+    )
+    assert _commit_statuses(made) == (frozenset(range(200, 400)) | {418}) - {201}
