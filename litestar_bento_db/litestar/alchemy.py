@@ -15,7 +15,11 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from advanced_alchemy.extensions.litestar import (
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyInitPlugin,
+    SQLAlchemyPlugin,
+)
 from litestar.datastructures import State
 from litestar.types import Scope
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -131,13 +135,30 @@ def _config_classes(cls: type[SQLAlchemyAsyncConfig]) -> list[type[SQLAlchemyAsy
 
 
 def other_configs() -> list[SQLAlchemyAsyncConfig]:
-    """The live advanced-alchemy Litestar configs of the process not taken over.
+    """The live advanced-alchemy Litestar configs of the process that no plugin serves.
 
-    Found through the collector (the objects referring to a config class); garbage not
-    yet collected is collected before answering that there is some.
+    Neither taken over by a ``DatabasePlugin`` nor given to an advanced-alchemy plugin
+    (of another app: one in this app is refused on its own). Found through the
+    collector (the objects referring to a config class); garbage not yet collected is
+    collected before answering that there is some.
     """
     classes = [cls for cls in _config_classes(SQLAlchemyAsyncConfig) if cls not in _taken_over]
-    if not any(type(one) in classes for one in gc.get_referrers(*classes)):
+
+    def unserved() -> list[SQLAlchemyAsyncConfig]:
+        plugins = (SQLAlchemyPlugin, SQLAlchemyInitPlugin)
+        served = {
+            id(config)
+            for plugin in gc.get_referrers(*plugins)
+            if isinstance(plugin, plugins)
+            for config in plugin.config
+        }
+        return [
+            one
+            for one in gc.get_referrers(*classes)
+            if type(one) in classes and id(one) not in served
+        ]
+
+    if not unserved():
         return []
     gc.collect()  # (nothing found above is still referenced here)
-    return [one for one in gc.get_referrers(*classes) if type(one) in classes]
+    return unserved()
