@@ -319,3 +319,23 @@ def test_raw_statements_still_reach_the_plugins_engine(tmp_path: Path) -> None:
     app = Litestar([one], plugins=[DatabasePlugin(alchemy)])
     with TestClient(app) as client:
         assert client.get("/one").json() == 1
+
+
+async def test_the_configs_alembic_settings_migrate_at_startup(tmp_path: Path) -> None:
+    """``migrate_on_startup`` runs the adopted config's own Alembic settings (the example
+    app's two revisions and its version table)."""
+    from advanced_alchemy.extensions.litestar import AlembicAsyncConfig
+
+    from example_app.app import MIGRATIONS
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    alchemy = SQLAlchemyAsyncConfig(
+        connection_string=url,
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS), version_table_name="shop_alembic_version"
+        ),
+    )
+    app = Litestar(plugins=[DatabasePlugin(alchemy, migrate_on_startup=True)])
+    async with app.lifespan(), alchemy.get_session() as session:
+        version = await session.scalar(text("SELECT version_num FROM shop_alembic_version"))
+    assert version == "0002"
