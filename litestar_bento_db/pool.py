@@ -329,7 +329,13 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         return record
 
     def _get_same_loop(self) -> ConnectionPoolEntry:
-        record = super()._do_get()
+        try:
+            # an idle connection at once: SQLAlchemy 2.0's blocking get first yields to
+            # the event loop even when one is there, so that checkouts arriving together
+            # all saw idle connections and none went through the admission
+            record = self._pool.get(False)
+        except sqla_queue.Empty:
+            record = super()._do_get()
         connection = record.dbapi_connection
         owner = _is_foreign(connection) if connection is not None else None
         if owner is not None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import sqlalchemy
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 from sqlalchemy import exc as sa_exc
@@ -125,13 +124,6 @@ async def test_a_burst_of_short_checkouts_is_not_refused(
         await engine.dispose()
 
 
-@pytest.mark.xfail(
-    sqlalchemy.__version__.startswith("2.0."),
-    reason="on the lowest versions (SQLAlchemy 2.0.50, make test-lowest) the plugin's "
-    "requests wait out pool_timeout instead: the checkouts of this test's second burst "
-    "never reach the admission (found 2026-12-03, cause not established; issue 22)",
-    strict=True,
-)
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 async def test_the_plugin_answers_an_overload_503_at_once(kind: str) -> None:
     from tests.conftest import require_server
