@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 __all__ = [
+    "default_of",
     "ConfigError",
     "Parser",
     "boolean",
@@ -186,6 +187,13 @@ def items(parse: Parser, separator: str = ",") -> Parser:
         return tuple(parse(item, f"{field_name}[{index}]") for index, item in enumerate(value))
 
     return parse_items
+
+
+def default_of(cls: type, field_name: str) -> Any:
+    """The default of a field of a dataclass made with :func:`setting` or :func:`option`."""
+    found = next(one for one in dataclasses.fields(cls) if one.name == field_name)
+    env = found.metadata.get(_ENV)
+    return env[0] if env is not None else found.default
 
 
 def env_name(field_name: str) -> str:

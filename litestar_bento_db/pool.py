@@ -330,9 +330,11 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
 
     def _get_same_loop(self) -> ConnectionPoolEntry:
         try:
-            # an idle connection at once: SQLAlchemy 2.0's blocking get first yields to
-            # the event loop even when one is there, so that checkouts arriving together
-            # all saw idle connections and none went through the admission
+            if self._waiting:  # they are served first, in their order
+                raise sqla_queue.Empty
+            # an idle connection at once, as SQLAlchemy 2.1 does: 2.0's blocking get
+            # first yields to the event loop even when one is there, so that checkouts
+            # arriving together all saw idle connections and none met the admission
             record = self._pool.get(False)
         except sqla_queue.Empty:
             record = super()._do_get()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from advanced_alchemy.config.routing import RoutingConfig
 from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
     EngineConfig,
@@ -176,8 +177,9 @@ def test_the_one_line_swap_keeps_the_apps_own_config_working(url: str) -> None:
 
 
 @pytest.mark.parametrize("url", ["postgresql"], indirect=True)
-def test_the_same_app_on_advanced_alchemys_plugin_answers_the_same(url: str) -> None:
-    """The baseline the swap is held to: the app as it was."""
+def test_the_same_app_runs_on_advanced_alchemys_plugin(url: str) -> None:
+    """The baseline: the app as it was, before the swap (tests/test_from_advanced_alchemy.py
+    compares the answers of both plugins)."""
     alchemy = config_for(url, before_send_handler="autocommit")
     # advanced-alchemy's lifespan does not dispose its engine when its keys were renamed
     # (another config of the process holds them): without a pool, nothing is left open
@@ -262,6 +264,69 @@ def test_what_cannot_be_adopted_is_a_clear_error(tmp_path: Path) -> None:
         DatabasePlugin(SQLAlchemyAsyncConfig(connection_string=url), alembic_config=None)
     with pytest.raises(ConfigError, match="expected a PluginConfig"):
         DatabasePlugin(url)  # type: ignore[arg-type]
+    # a refused config is left as it was
+    kept = SQLAlchemyAsyncConfig(
+        connection_string=url, create_all=True, before_send_handler=own_handler
+    )
+    with pytest.raises(ConfigError, match="before_send_handler"):
+        DatabasePlugin(kept)
+    assert (type(kept), kept.create_all) == (SQLAlchemyAsyncConfig, True)
+    # one plugin per config
+    given = SQLAlchemyAsyncConfig(connection_string=url)
+    DatabasePlugin(given)
+    with pytest.raises(ConfigError, match="given to a DatabasePlugin already"):
+        DatabasePlugin(given)
+    routed = SQLAlchemyAsyncConfig(routing_config=RoutingConfig(primary_connection_string=url))
+    with pytest.raises(ConfigError, match="routing_config is not supported"):
+        DatabasePlugin(routed)
+
+
+def test_a_setting_given_twice_is_an_error_once_is_taken(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+
+    def made(**engine: Any) -> SQLAlchemyAsyncConfig:
+        return SQLAlchemyAsyncConfig(connection_string=url, engine_config=EngineConfig(**engine))
+
+    with pytest.raises(ConfigError, match=r"pool_size: the config says 3 and database .* 7"):
+        DatabasePlugin(made(pool_size=3), database=DatabaseConfig(url=url, pool_size=7))
+    database = DatabasePlugin(
+        made(pool_size=3), database=DatabaseConfig(url=url, command_timeout=5)
+    ).config.database
+    assert (database.pool_size, database.command_timeout) == (3, 5)
+
+    def dumps(value: Any) -> str:
+        return str(value)
+
+    # advanced-alchemy's own JSON default yields to the database's choice
+    plugin = DatabasePlugin(made(), database=DatabaseConfig(url=url, json_serializer=dumps))
+    assert plugin.config.database.json_serializer is dumps
+
+
+def test_what_the_plugin_replaces_is_named_once(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+
+    class AppConfig(SQLAlchemyAsyncConfig):
+        def provide_session(self, state: Any, scope: Any) -> Any:
+            return super().provide_session(state, scope)
+
+    with records_of("litestar_bento_db.litestar") as records:
+        plugin = DatabasePlugin(
+            AppConfig(connection_string=url, engine_config=EngineConfig(echo="debug"))
+        )
+    assert plugin.config.database.echo is True
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "AppConfig.provide_session() (the plugin's is used)" in warnings[0]
+    assert "engine_config.echo='debug' (echo=True)" in warnings[0]
+
+
+def test_other_configs_may_be_allowed(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    theirs = SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(connection_string=url))
+    ours = DatabasePlugin(DatabaseConfig(url=url), refuse_other_alchemy_configs=False)
+    Litestar(plugins=[theirs, ours])
+    del theirs
+    gc.collect()
 
 
 def test_a_second_advanced_alchemy_plugin_beside_ours_fails_at_startup(tmp_path: Path) -> None:
@@ -339,3 +404,38 @@ async def test_the_configs_alembic_settings_migrate_at_startup(tmp_path: Path) -
     async with app.lifespan(), alchemy.get_session() as session:
         version = await session.scalar(text("SELECT version_num FROM shop_alembic_version"))
     assert version == "0002"
+
+
+def test_the_database_cli_runs_on_the_adopted_config(tmp_path: Path) -> None:
+    """``litestar database upgrade`` finds the app's own config (its Alembic settings)."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    from example_app.app import MIGRATIONS
+
+    database = tmp_path / "app.db"
+    (tmp_path / "cli_app.py").write_text(
+        "from advanced_alchemy.extensions.litestar import AlembicAsyncConfig, "
+        "SQLAlchemyAsyncConfig\n"
+        "from litestar import Litestar\n"
+        "from litestar_bento_db import DatabasePlugin\n"
+        "alchemy = SQLAlchemyAsyncConfig(\n"
+        f"    connection_string='sqlite+aiosqlite:///{database}',\n"
+        f"    alembic_config=AlembicAsyncConfig(script_location={str(MIGRATIONS)!r}, "
+        "version_table_name='shop_alembic_version'),\n"
+        ")\n"
+        "app = Litestar(plugins=[DatabasePlugin(alchemy)])\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
+    command = ["-m", "litestar", "--app", "cli_app:app", "database", "upgrade", "--no-prompt"]
+    done = subprocess.run(
+        [sys.executable, *command], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT version_num FROM shop_alembic_version").fetchall() == [
+            ("0002",)
+        ]

@@ -277,9 +277,14 @@ def test_advanced_alchemys_before_send_handlers_are_recognised() -> None:
 
     from litestar_bento_db.litestar.adopt import _commit_statuses
 
-    assert _commit_statuses(default_handler_maker()) == frozenset()
-    assert _commit_statuses(autocommit_handler_maker()) == frozenset(range(200, 300))
+    changed = (
+        "advanced-alchemy's before-send handler makers changed (their names or the "
+        "commit_range / extra_*_statuses closure variables): litestar/adopt.py "
+        "_commit_statuses reads them"
+    )
+    assert _commit_statuses(default_handler_maker()) == frozenset(), changed
+    assert _commit_statuses(autocommit_handler_maker()) == frozenset(range(200, 300)), changed
     made = autocommit_handler_maker(
         commit_on_redirect=True, extra_commit_statuses={418}, extra_rollback_statuses={201}
     )
-    assert _commit_statuses(made) == (frozenset(range(200, 400)) | {418}) - {201}
+    assert _commit_statuses(made) == (frozenset(range(200, 400)) | {418}) - {201}, changed

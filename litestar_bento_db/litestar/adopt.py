@@ -22,8 +22,9 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from advanced_alchemy.utils.dataclass import Empty
 from sqlalchemy.pool import NullPool
 
-from litestar_bento_db._values import ConfigError
+from litestar_bento_db._values import ConfigError, default_of, env_name
 from litestar_bento_db.config import DatabaseConfig
+from litestar_bento_db.litestar.alchemy import BentoAlchemyConfig
 from litestar_bento_db.litestar.config import SESSION_OPTIONS, PluginConfig
 
 __all__ = ["Adopted", "adopt"]
@@ -43,6 +44,8 @@ _ENGINE_SETTINGS: Final = (
 )
 #: ``engine_config`` fields the plugin sets otherwise: not used
 _ENGINE_OWNED: Final = ("connect_args", "pool", "pool_use_lifo", "plugins")
+#: the config's methods the plugin's replace (litestar/alchemy.py)
+_TAKEN_OVER_METHODS: Final = ("get_engine", "provide_session", "create_session_maker", "lifespan")
 #: plugin options the app's config says instead
 _SAID_BY_THE_CONFIG: Final = {
     "alembic_config": "alembic_config",
@@ -56,14 +59,16 @@ _AA_HANDLERS: Final = "advanced_alchemy.extensions.litestar"
 
 @dataclasses.dataclass(frozen=True)
 class Adopted:
-    """What :func:`adopt` read from an app's config."""
+    """What :func:`adopt` read from an app's config (which it leaves unchanged)."""
 
+    alchemy: SQLAlchemyAsyncConfig
+    """The app's config."""
     config: PluginConfig
     """The plugin's settings."""
     commit_statuses: Collection[int]
     """The statuses whose responses commit (empty: the app commits itself)."""
     unused: tuple[str, ...]
-    """The config's settings the plugin does not use (warned about)."""
+    """The config's settings the plugin does not use as given (warned about)."""
 
 
 def adopt(alchemy: object, options: Mapping[str, Any]) -> Adopted:
@@ -71,22 +76,26 @@ def adopt(alchemy: object, options: Mapping[str, Any]) -> Adopted:
 
     Raises:
         ConfigError: ``alchemy`` is not advanced-alchemy's Litestar async config, has
-            already made its engine, or says something an option says too.
+            already made its engine or been given to a plugin, or says something an
+            option says too.
     """
     config = _checked(alchemy)
     said_twice = sorted(set(options) & set(_SAID_BY_THE_CONFIG))
     if said_twice:
         where = ", ".join(f"{name} (its {_SAID_BY_THE_CONFIG[name]})" for name in said_twice)
         raise ConfigError(f"DatabasePlugin(alchemy_config, ...): set {where} on the config")
-    unused: list[str] = []
+    unused = [
+        f"{type(config).__name__}.{name}() (the plugin's is used)"
+        for name in _TAKEN_OVER_METHODS
+        if getattr(type(config), name) is not getattr(SQLAlchemyAsyncConfig, name)
+    ]
     database = _database(config, options.get("database"), unused)
     session_options = _session_options(config, unused)
     metadata = options.get("metadata")
     if config.create_all:
         if metadata is not None:
             raise ConfigError("metadata: the config's create_all says which tables to create")
-        metadata = config.metadata
-        config.create_all = False  # created by the runtime once the database answers
+        metadata = config.metadata  # created by the runtime once the database answers
     plugin_options = {**options, "database": database, "metadata": metadata}
     settings = PluginConfig(
         alembic_config=config.alembic_config,
@@ -95,10 +104,12 @@ def adopt(alchemy: object, options: Mapping[str, Any]) -> Adopted:
         engine_dependency_key=config.engine_dependency_key,
         **plugin_options,
     )
-    adopted = Adopted(settings, _commit_statuses(config.before_send_handler), tuple(unused))
+    statuses = _commit_statuses(config.before_send_handler)
+    adopted = Adopted(config, settings, statuses, tuple(unused))
     if adopted.unused:
         logger.warning(
-            "litestar-bento-db: the app's %s sets %s, which the plugin sets itself; not used",
+            "litestar-bento-db: the app's %s sets %s: not used as given (the plugin sets "
+            "these itself)",
             type(config).__name__,
             ", ".join(adopted.unused),
         )
@@ -113,6 +124,11 @@ def _checked(alchemy: object) -> SQLAlchemyAsyncConfig:
         raise ConfigError(f"DatabasePlugin: advanced-alchemy's core config; give an {expected}")
     if not isinstance(alchemy, SQLAlchemyAsyncConfig):
         raise ConfigError(f"DatabasePlugin: expected a PluginConfig, DatabaseConfig or {expected}")
+    if isinstance(alchemy, BentoAlchemyConfig):
+        raise ConfigError(
+            "DatabasePlugin(alchemy_config): this config was given to a DatabasePlugin "
+            "already; one plugin per config"
+        )
     if alchemy.engine_instance is not None or alchemy.session_maker is not None:
         raise ConfigError(
             "DatabasePlugin(alchemy_config): the config already has an engine or session "
@@ -130,22 +146,29 @@ def _checked(alchemy: object) -> SQLAlchemyAsyncConfig:
 def _database(
     config: SQLAlchemyAsyncConfig, database: DatabaseConfig | None, unused: list[str]
 ) -> DatabaseConfig:
+    """The database settings: the config's engine settings, and ``database``'s others.
+
+    A setting both give differently (``database``'s not its default) is a ConfigError;
+    one the config leaves at advanced-alchemy's default (its JSON functions) yields to
+    ``database``'s.
+    """
     engine = config.engine_config
-    settings: dict[str, Any] = {
-        name: getattr(engine, name)
-        for name in _ENGINE_SETTINGS
-        if getattr(engine, name, Empty) is not Empty
-    }
+    unset = type(engine)()
+    settings: dict[str, Any] = {}
     passed: dict[str, Any] = {}
     for engine_field in dataclasses.fields(engine):
         name, value = engine_field.name, getattr(engine, engine_field.name)
-        if value is Empty or name in _ENGINE_SETTINGS:
+        if value is Empty:
             continue
-        if name == "echo":
-            settings["echo"] = bool(value)
+        if name == "echo" and not isinstance(value, bool):
+            unused.append(f"engine_config.echo={value!r} (echo=True)")
+            value = True
+        if name in _ENGINE_SETTINGS or name == "echo":
+            if database is None or _yields(name, value, getattr(unset, name, Empty), database):
+                settings[name] = value
         elif name == "poolclass":
             if value is NullPool:
-                settings["pooling"] = False
+                settings["pooling"] = _given_once("pooling", False, database)
             elif value is not None:
                 unused.append("engine_config.poolclass")
         elif name in _ENGINE_OWNED:
@@ -153,12 +176,36 @@ def _database(
         else:
             passed[name] = value
     if passed:
-        settings["engine_options"] = {**((database and database.engine_options) or {}), **passed}
+        options = dict((database and database.engine_options) or {})
+        twice = sorted(key for key in passed if key in options and options[key] != passed[key])
+        if twice:
+            raise ConfigError(f"engine_options: {', '.join(twice)} given by the config too")
+        settings["engine_options"] = {**options, **passed}
     if config.connection_string is not None:
-        settings["url"] = config.connection_string
+        settings["url"] = _given_once("url", config.connection_string, database)
     if database is not None:
         return dataclasses.replace(database, **settings)
     return DatabaseConfig(**settings)
+
+
+def _yields(name: str, value: Any, unset: Any, database: DatabaseConfig) -> bool:
+    """Whether the config's ``value`` is used rather than ``database``'s."""
+    given, default = getattr(database, name), default_of(DatabaseConfig, name)
+    if value is unset:  # advanced-alchemy's default, not the app's choice
+        return given is default
+    _given_once(name, value, database)
+    return True
+
+
+def _given_once(name: str, value: Any, database: DatabaseConfig | None) -> Any:
+    if database is not None:
+        given, default = getattr(database, name), default_of(DatabaseConfig, name)
+        if given != default and given != value:
+            raise ConfigError(
+                f"{name}: the config says {value!r} and database ({env_name(name)}) "
+                f"{given!r}; set it once"
+            )
+    return value
 
 
 def _session_options(config: SQLAlchemyAsyncConfig, unused: list[str]) -> dict[str, Any]:

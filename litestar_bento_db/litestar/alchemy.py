@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BentoAlchemyConfig", "other_configs", "take_over"]
 
+T = TypeVar("T")
 _READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -130,8 +131,8 @@ def take_over(config: SQLAlchemyAsyncConfig, runtime: DatabaseRuntime) -> BentoA
     return config
 
 
-def _config_classes(cls: type[SQLAlchemyAsyncConfig]) -> list[type[SQLAlchemyAsyncConfig]]:
-    return [cls, *(sub for direct in cls.__subclasses__() for sub in _config_classes(direct))]
+def _with_subclasses(cls: type[T]) -> list[type[T]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _with_subclasses(direct))]
 
 
 def other_configs() -> list[SQLAlchemyAsyncConfig]:
@@ -142,14 +143,14 @@ def other_configs() -> list[SQLAlchemyAsyncConfig]:
     collector (the objects referring to a config class); garbage not yet collected is
     collected before answering that there is some.
     """
-    classes = [cls for cls in _config_classes(SQLAlchemyAsyncConfig) if cls not in _taken_over]
+    classes = [cls for cls in _with_subclasses(SQLAlchemyAsyncConfig) if cls not in _taken_over]
 
     def unserved() -> list[SQLAlchemyAsyncConfig]:
-        plugins = (SQLAlchemyPlugin, SQLAlchemyInitPlugin)
+        plugins = (*_with_subclasses(SQLAlchemyPlugin), *_with_subclasses(SQLAlchemyInitPlugin))
         served = {
             id(config)
             for plugin in gc.get_referrers(*plugins)
-            if isinstance(plugin, plugins)
+            if type(plugin) in plugins
             for config in plugin.config
         }
         return [

@@ -143,6 +143,11 @@ class PluginConfig:
     session_options: Mapping[str, Any] | None = option(None, optional(_session_options))
     """Options of the request sessions: ``autoflush`` (default True), ``expire_on_commit``
     (default False), ``info`` (added to the plugin's own keys), ``query_cls``."""
+    refuse_other_alchemy_configs: bool = option(True, boolean)
+    """Fail at startup when the app also registers an advanced-alchemy plugin, or the
+    process holds an advanced-alchemy config no plugin serves (see Coming from
+    advanced-alchemy); False for an app that uses a second database through
+    advanced-alchemy on purpose."""
     session_dependency_key: str = option("db_session", name)
     """Name under which handlers receive the ``AsyncSession``."""
     engine_dependency_key: str = option("db_engine", name)

@@ -29,7 +29,7 @@ from litestar.types import Scope
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from litestar_bento_db.config import ConfigError, DatabaseConfig, mask_url
-from litestar_bento_db.litestar.adopt import adopt
+from litestar_bento_db.litestar.adopt import Adopted, adopt
 from litestar_bento_db.litestar.alchemy import other_configs, take_over
 from litestar_bento_db.litestar.cli import add_cli_commands
 from litestar_bento_db.litestar.config import PluginConfig
@@ -56,8 +56,12 @@ DbSessionFactory: TypeAlias = Annotated[
 open their own session and transaction, such as retried use cases."""
 
 
-def _session_config(options: Mapping[str, Any]) -> AsyncSessionConfig:
-    """The request sessions' settings: the plugin's, with the app's ``session_options``."""
+def _session_config(options: Mapping[str, Any], info: Mapping[str, Any]) -> AsyncSessionConfig:
+    """The request sessions' settings: the plugin's, with the app's ``session_options``.
+
+    ``info`` is what the config put in ``Session.info`` itself (advanced-alchemy's
+    ``file_object_raise_on_error``).
+    """
     settings: dict[str, Any] = {"expire_on_commit": False, "autoflush": True, **options}
     # advanced-alchemy's cache and file-object listeners look these up on every commit and
     # flush, and without them build a new engine each time (Engine.execution_options()) to
@@ -65,6 +69,7 @@ def _session_config(options: Mapping[str, Any]) -> AsyncSessionConfig:
     # keys are still read. Each flush then sets the file-object one to what it needs
     # (file_objects.py).
     settings["info"] = {
+        **info,
         **options.get("info", {}),
         "enable_cache_listener": True,
         "enable_file_object_listener": True,
@@ -93,6 +98,7 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         **options: Any,
     ) -> None:
         commit_statuses: Collection[int] | None = None
+        adopted: Adopted | None = None
         if isinstance(config, PluginConfig):
             if options:
                 raise TypeError("pass options inside PluginConfig, or with a DatabaseConfig")
@@ -103,23 +109,15 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
             adopted = adopt(config, options)
             self.config, commit_statuses = adopted.config, adopted.commit_statuses
         self.runtime = DatabaseRuntime(self.config)
-        if isinstance(config, SQLAlchemyAsyncConfig):
-            config.session_config = _session_config(self.config.session_options or {})
-            alchemy = take_over(config, self.runtime)
+        if adopted is not None:
+            alchemy: SQLAlchemyAsyncConfig = adopted.alchemy
         else:
-            alchemy = take_over(
-                SQLAlchemyAsyncConfig(
-                    connection_string=self.config.database.url,
-                    session_config=_session_config(self.config.session_options or {}),
-                    session_dependency_key=self.config.session_dependency_key,
-                    engine_dependency_key=self.config.engine_dependency_key,
-                    create_all=False,
-                    alembic_config=self.config.alembic_config or AlembicAsyncConfig(),
-                ),
-                self.runtime,
+            alchemy = SQLAlchemyAsyncConfig(
+                connection_string=self.config.database.url,
+                session_dependency_key=self.config.session_dependency_key,
+                engine_dependency_key=self.config.engine_dependency_key,
+                alembic_config=self.config.alembic_config or AlembicAsyncConfig(),
             )
-        self.alchemy_config = alchemy
-        """The advanced-alchemy config the app runs on: the app's own when it gave one."""
         if self.config.migrate_on_startup:
             # Alembic is imported only for it
             from litestar_bento_db.litestar.migrations import check_scripts, migrate_to_head
@@ -131,8 +129,16 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
                 self.config.database,
                 lock_timeout=self.config.migration_lock_timeout,
             )
+        # nothing is refused past this point: the app's config may be changed
+        info = alchemy.session_config.info
+        alchemy.session_config = _session_config(
+            self.config.session_options or {}, info if isinstance(info, Mapping) else {}
+        )
+        alchemy.create_all = False  # the runtime creates the tables once the database answers
+        self.alchemy_config = take_over(alchemy, self.runtime)
+        """The advanced-alchemy config the app runs on: the app's own when it gave one."""
         # our before-send hook in place of advanced-alchemy's: commit before the status
-        alchemy.before_send_handler = TransactionHandler(
+        self.alchemy_config.before_send_handler = TransactionHandler(
             session_scope_key=alchemy.session_scope_key,
             commit_on_redirect=self.config.commit_on_redirect,
             retry_after=self.config.health.retry_after,
@@ -141,7 +147,8 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Add advanced-alchemy's plugin (with our commit hook) and the health routes."""
-        self._refuse_a_second_config(app_config)
+        if self.config.refuse_other_alchemy_configs:
+            self._refuse_a_second_config(app_config)
         app_config.plugins.append(SQLAlchemyPlugin(config=self.alchemy_config))
         # before advanced-alchemy's plugin adds its own repository-error handler
         app_config.exception_handlers.update(
@@ -187,7 +194,8 @@ class DatabasePlugin(InitPluginProtocol, CLIPlugin):
         """
         how = (
             "pass that config to the plugin instead: DatabasePlugin(alchemy_config), "
-            "and drop SQLAlchemyPlugin (docs: Coming from advanced-alchemy)"
+            "and drop SQLAlchemyPlugin (docs: Coming from advanced-alchemy); or, for a "
+            "second database on purpose, DatabasePlugin(..., refuse_other_alchemy_configs=False)"
         )
         for plugin in app_config.plugins:
             if isinstance(plugin, SQLAlchemyPlugin | SQLAlchemyInitPlugin):
