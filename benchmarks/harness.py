@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -202,14 +203,29 @@ def start(
     *,
     prefix: list[str] | None = None,
     replica: str | None = None,
+    log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*(prefix or []), *start_command(app, port)],
-        env=server_env(url, extra_env, replica),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """Start ``app`` on ``port``; its output goes to ``log`` (else nowhere)."""
+    if log is None:
+        sink: Any = subprocess.DEVNULL
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sink = log.open("wb")  # the child keeps its own descriptor
+    try:
+        return subprocess.Popen(
+            [*(prefix or []), *start_command(app, port)],
+            env=server_env(url, extra_env, replica),
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        if log is not None:
+            sink.close()
+
+
+#: each served app's output, for a look when it failed (one file per app, overwritten)
+LOGS = Path(tempfile.gettempdir()) / "bento-bench-logs"
 
 
 def wait_for(
@@ -266,8 +282,15 @@ def serving(
 ) -> Iterator[Server]:
     """Run ``app`` until the block ends; ready once ``GET /items/1`` answers 200."""
     port = free_port()
+    log = LOGS / f"{app.key}.log"
     process = start(
-        app.target, port, app.url(url), app.env, prefix=prefix, replica=replica or app.replica
+        app.target,
+        port,
+        app.url(url),
+        app.env,
+        prefix=prefix,
+        replica=replica or app.replica,
+        log=log,
     )
     try:
         wait_for(port, "/items/1", timeout=timeout, process=process)

@@ -60,6 +60,7 @@ from benchmarks.harness import (
     APPS,
     BASELINE,
     INSTRUCTIONS,
+    LOGS,
     MYSQL,
     PIN,
     POSTGRES,
@@ -321,7 +322,9 @@ def instructions_section(apps: Sequence[App], settings: Settings) -> Section:
                 try:
                     _app_instructions(app, Path(folder), primary, primary_url, settings, section)
                 except RuntimeError as error:  # one app's failure keeps the others' figures
-                    notes.append(f"{app.key}: not measured ({error})")
+                    notes.append(
+                        f"{app.key}: not measured ({error}; its log: {LOGS}/{app.key}.log)"
+                    )
                     log(notes[-1])
                     continue
                 log(f"instructions: {app.key} done in {time.monotonic() - started:.0f} s")
