@@ -408,6 +408,7 @@ async def test_the_configs_alembic_settings_migrate_at_startup(tmp_path: Path) -
 
 def test_the_database_cli_runs_on_the_adopted_config(tmp_path: Path) -> None:
     """``litestar database upgrade`` finds the app's own config (its Alembic settings)."""
+    import contextlib
     import os
     import sqlite3
     import subprocess
@@ -435,7 +436,6 @@ def test_the_database_cli_runs_on_the_adopted_config(tmp_path: Path) -> None:
         [sys.executable, *command], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("SELECT version_num FROM shop_alembic_version").fetchall() == [
-            ("0002",)
-        ]
+    with contextlib.closing(sqlite3.connect(database)) as connection:  # (with alone: open)
+        found = connection.execute("SELECT version_num FROM shop_alembic_version").fetchall()
+    assert found == [("0002",)]
