@@ -190,9 +190,8 @@ def _database(
 
 def _yields(name: str, value: Any, unset: Any, database: DatabaseConfig) -> bool:
     """Whether the config's ``value`` is used rather than ``database``'s."""
-    given, default = getattr(database, name), default_of(DatabaseConfig, name)
     if value is unset:  # advanced-alchemy's default, not the app's choice
-        return given is default
+        return getattr(database, name) is default_of(DatabaseConfig, name)
     _given_once(name, value, database)
     return True
 

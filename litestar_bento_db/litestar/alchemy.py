@@ -147,17 +147,9 @@ def other_configs() -> list[SQLAlchemyAsyncConfig]:
 
     def unserved() -> list[SQLAlchemyAsyncConfig]:
         plugins = (*_with_subclasses(SQLAlchemyPlugin), *_with_subclasses(SQLAlchemyInitPlugin))
-        served = {
-            id(config)
-            for plugin in gc.get_referrers(*plugins)
-            if type(plugin) in plugins
-            for config in plugin.config
-        }
-        return [
-            one
-            for one in gc.get_referrers(*classes)
-            if type(one) in classes and id(one) not in served
-        ]
+        found = gc.get_referrers(*plugins, *classes)  # one walk over the collector's objects
+        served = {id(config) for one in found if type(one) in plugins for config in one.config}
+        return [one for one in found if type(one) in classes and id(one) not in served]
 
     if not unserved():
         return []
