@@ -25,6 +25,9 @@ its error. Here such a checkout is refused at once (``sqlalchemy.exc.TimeoutErro
 the checkouts ahead of it, times the mean time a connection is held (measured), over
 the connections that can be in use. With ``max_pending``, also when that many checkouts
 are waiting already.
+
+Waiting checkouts are served in their order (:class:`~litestar_bento_db.fair_queue.FairQueue`):
+a returned connection goes to the one that waited longest, not to whichever asks next.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from sqlalchemy.util import queue as sqla_queue
 
 from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.drivers import driver_of_connection
+from litestar_bento_db.fair_queue import FairQueue
 from litestar_bento_db.liveness import driver_closed
 from litestar_bento_db.resilience.classification import is_driver_error, mark_database_error
 
@@ -140,6 +144,8 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
     # ``_close_connection``, ``recreate``) and state (``_pool``, ``_overflow``,
     # ``_max_overflow``, ``_dec_overflow``, ``_queue_class`` and the arguments ``recreate``
     # passes on): tests/test_upstream_pins.py checks each against the SQLAlchemy installed.
+
+    _queue_class = FairQueue[ConnectionPoolEntry]
 
     def __init__(
         self,
@@ -329,15 +335,7 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         return record
 
     def _get_same_loop(self) -> ConnectionPoolEntry:
-        try:
-            if self._waiting:  # they are served first, in their order
-                raise sqla_queue.Empty
-            # an idle connection at once, as SQLAlchemy 2.1 does: 2.0's blocking get
-            # first yields to the event loop even when one is there, so that checkouts
-            # arriving together all saw idle connections and none met the admission
-            record = self._pool.get(False)
-        except sqla_queue.Empty:
-            record = super()._do_get()
+        record = super()._do_get()
         connection = record.dbapi_connection
         owner = _is_foreign(connection) if connection is not None else None
         if owner is not None:

@@ -75,6 +75,8 @@ class Load:
         self.calls: list[Call] = []
         self.readiness: list[tuple[float, float, int]] = []
         """(when the probe was sent, when it was answered, its status; -1: no answer)."""
+        self.readiness_output: dict[float, str] = {}
+        """What a failed probe answered, by when it was sent."""
         self._running = True
 
     async def _worker(self, client: httpx.AsyncClient, worker: int) -> None:
@@ -97,6 +99,8 @@ class Load:
             try:
                 response = await client.get(self.server.url(READY))
                 self.readiness.append((sent, time.monotonic(), response.status_code))
+                if response.status_code != 200:
+                    self.readiness_output[sent] = response.text
             except httpx.HTTPError:
                 self.readiness.append((sent, time.monotonic(), -1))
             await asyncio.sleep(0.1)

@@ -104,7 +104,7 @@ def _check(report: Report, load: Load, broke: float, back: float) -> None:
     # readiness fails only for probes in flight while no writable primary is reachable (or
     # sent a moment after: the probe's cache and the pool's reconnection)
     outside = [
-        (round(sent - broke, 3), round(answered - broke, 3))
+        (round(sent - broke, 3), round(answered - broke, 3), load.readiness_output.get(sent))
         for sent, answered, status in load.readiness
         if status != 200 and not (answered >= broke and sent <= back + RECOVERY)
     ]
