@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import re
@@ -348,7 +349,9 @@ def wrk(server: Server, seconds: float, connections: int, script: Path) -> WrkRu
     failed = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
     rps = float(rps_match.group(1))
     p50, p99 = _ms(result.stdout, "50"), _ms(result.stdout, "99")
-    return WrkRun(rps, p50, p99, cpu / rps / seconds * 1e6, failed)
+    # no request answered (a warm-up at 256 connections of a slow app): no CPU per request
+    cpu_us = cpu / rps / seconds * 1e6 if rps else math.inf
+    return WrkRun(rps, p50, p99, cpu_us, failed)
 
 
 async def send(

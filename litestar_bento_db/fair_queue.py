@@ -43,7 +43,8 @@ class FairQueue(sqla_queue.AsyncAdaptedQueue[_T]):
         """Give ``item`` to the oldest waiter; queue it when nobody waits."""
         while self._waiters:
             waiter = self._waiters.popleft()
-            if not waiter.done():
+            # a waiter of a loop closed meanwhile (its task is gone) cannot be woken
+            if not waiter.done() and not waiter.get_loop().is_closed():
                 waiter.set_result(item)
                 return
         super().put_nowait(item)

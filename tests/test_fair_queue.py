@@ -86,3 +86,21 @@ async def test_a_checkout_arriving_as_a_connection_is_returned_waits_its_turn(
     finally:
         await engine.dispose()
     assert served == ["first", "later"]
+
+
+def test_a_waiter_whose_loop_was_closed_is_passed_over() -> None:
+    """A checkout left waiting when its loop closed: the item is queued, not lost."""
+    queue: FairQueue[str] = FairQueue(1)
+    loop = asyncio.new_event_loop()
+
+    async def start_waiting() -> asyncio.Future[str]:
+        waiting = asyncio.ensure_future(_get(queue))
+        await asyncio.sleep(0)
+        return waiting
+
+    waiting = loop.run_until_complete(start_waiting())
+    loop.close()  # the waiter's task never runs again
+    queue.put_nowait("item")  # from elsewhere (another loop, a thread's cleanup)
+    assert queue.qsize() == 1
+    assert queue.waiting() == 0
+    assert not waiting.done()
