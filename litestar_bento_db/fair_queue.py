@@ -6,7 +6,8 @@ the connection (SQLAlchemy 2.1 takes an idle one without awaiting), and the woke
 queues again at the back. Under a saturated pool some checkouts wait many times the
 average, which is the tail of request latency and readiness probes that time out while
 the database answers. Here a returned connection is handed to the oldest waiter
-directly; it is queued only when nobody waits.
+directly; it is queued only when nobody waits. tests/test_fair_queue.py pins what this
+relies on in SQLAlchemy's queue and pool (``put(item, False)`` calls ``put_nowait``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.util import await_only
@@ -24,29 +26,62 @@ __all__ = ["FairQueue"]
 _T = TypeVar("_T")
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class FairQueue(sqla_queue.AsyncAdaptedQueue[_T]):
-    """``AsyncAdaptedQueue`` handing each returned item to the checkout that waited longest."""
+    """``AsyncAdaptedQueue`` handing each returned item to the checkout that waited longest.
+
+    Only waiters of the loop that returns the item are handed it directly; waiters of a
+    closed loop are dropped (their tasks never run again).
+    """
 
     def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
         super().__init__(maxsize, use_lifo)
         self._waiters: collections.deque[asyncio.Future[_T]] = collections.deque()
+        self.give_back: Callable[[_T], None] = self.put_nowait
+        """Takes an item handed to a waiter that was cancelled before it could use it (the
+        pool sets its own return path: the item goes to the next waiter, or is queued,
+        or closed when the queue is full or the pool disposed)."""
 
     def qsize(self) -> int:
-        """Items queued (idle): none while a checkout waits."""
+        """Items queued (idle): none while a checkout of this loop waits."""
         return self._queue.qsize()
 
     def waiting(self) -> int:
         """Checkouts waiting for an item now."""
         return sum(not waiter.done() for waiter in self._waiters)
 
+    def _oldest_waiter(self) -> asyncio.Future[_T] | None:
+        """The oldest waiter of the running loop, taken off the list; closed loops' dropped."""
+        running, waiters = _running_loop(), self._waiters
+        while waiters:  # the usual case: the oldest waits in this loop
+            oldest = waiters[0]
+            if oldest.done() or oldest.get_loop().is_closed():
+                waiters.popleft()
+            elif oldest.get_loop() is running:
+                return waiters.popleft()
+            else:
+                break
+        for waiter in list(waiters):  # the oldest waits in another loop: look further
+            loop = waiter.get_loop()
+            if waiter.done() or loop.is_closed():
+                self._waiters.remove(waiter)
+            elif loop is running:
+                self._waiters.remove(waiter)
+                return waiter
+        return None
+
     def put_nowait(self, item: _T) -> None:
-        """Give ``item`` to the oldest waiter; queue it when nobody waits."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            # a waiter of a loop closed meanwhile (its task is gone) cannot be woken
-            if not waiter.done() and not waiter.get_loop().is_closed():
-                waiter.set_result(item)
-                return
+        """Give ``item`` to the oldest waiter; queue it when none of this loop waits."""
+        waiter = self._oldest_waiter()
+        if waiter is not None:
+            waiter.set_result(item)
+            return
         super().put_nowait(item)
 
     def get(self, block: bool = True, timeout: float | None = None) -> _T:
@@ -60,20 +95,31 @@ class FairQueue(sqla_queue.AsyncAdaptedQueue[_T]):
         except sqla_queue.Empty:
             if not block:
                 raise
+        handed: list[_T] = []
+        try:
+            # the waiter is registered inside _wait: if await_only refuses (no greenlet),
+            # no waiter is left behind to swallow the next item
+            return await_only(self._wait(timeout, handed))
+        except TimeoutError as error:
+            raise sqla_queue.Empty() from error
+        finally:
+            for item in handed:  # cancelled after an item was handed to it (here, in
+                self.give_back(item)  # the greenlet: the pool's return path may do I/O)
+
+    async def _wait(self, timeout: float | None, handed: list[_T]) -> _T:
         waiter: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            return await_only(self._wait(waiter, timeout))
-        except TimeoutError as error:
-            raise sqla_queue.Empty() from error
-
-    async def _wait(self, waiter: asyncio.Future[_T], timeout: float | None) -> _T:
-        try:
             async with asyncio.timeout(timeout):
                 return await waiter
-        except BaseException:  # timed out or cancelled
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return waiter.result()  # handed over as the timeout fell: it came in time
+            raise
+        except BaseException:  # cancelled
+            if waiter.done() and not waiter.cancelled():
+                handed.append(waiter.result())
+            raise
+        finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
-            if waiter.done() and not waiter.cancelled():
-                self.put_nowait(waiter.result())  # handed over as this one gave up: the next
-            raise

@@ -146,6 +146,7 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
     # passes on): tests/test_upstream_pins.py checks each against the SQLAlchemy installed.
 
     _queue_class = FairQueue[ConnectionPoolEntry]
+    _pool: FairQueue[ConnectionPoolEntry]
 
     def __init__(
         self,
@@ -172,6 +173,8 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
             # room for every connection: returning an overflow one no longer closes it
             capacity = self._nominal_size + self._max_overflow
             self._pool = self._queue_class(capacity, use_lifo=self._pool.use_lifo)
+        # a connection handed to a checkout cancelled before it ran comes back as returned
+        self._pool.give_back = self._do_return_conn
 
     @classmethod
     def engine_kwargs(cls, *, overflow_idle_timeout: float, max_pending: int) -> dict[str, Any]:

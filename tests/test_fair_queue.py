@@ -10,11 +10,13 @@ import asyncio
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util import queue as sqla_queue
 
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
 from litestar_bento_db.fair_queue import FairQueue
+from litestar_bento_db.pool import LoopBoundPool
 
 
 async def _get(queue: sqla_queue.AsyncAdaptedQueue[str], timeout: float = 5) -> str:
@@ -104,3 +106,62 @@ def test_a_waiter_whose_loop_was_closed_is_passed_over() -> None:
     assert queue.qsize() == 1
     assert queue.waiting() == 0
     assert not waiting.done()
+
+
+async def test_an_item_a_cancelled_waiter_cannot_pass_on_goes_to_give_back() -> None:
+    """Handed over, the waiter cancelled, nobody waiting and the queue full: not lost."""
+    queue: FairQueue[str] = FairQueue(1)
+    given: list[str] = []
+    queue.give_back = given.append  # the pool's return path closes what does not fit
+    waiter = asyncio.ensure_future(_get(queue))
+    await asyncio.sleep(0)
+    queue.put_nowait("handed")
+    queue.put_nowait("queued")  # nobody waits any more: the queue is full
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert given == ["handed"]
+    assert queue.get(False) == "queued"
+
+
+def test_a_get_refused_outside_a_greenlet_leaves_no_waiter_behind() -> None:
+    queue: FairQueue[str] = FairQueue(1)
+
+    async def get_without_greenlet() -> None:
+        queue.get(True, 1)  # a sync checkout called from async code
+
+    with pytest.raises(MissingGreenlet):
+        asyncio.run(get_without_greenlet())
+    queue.put_nowait("item")
+    assert queue.qsize() == 1
+
+
+async def test_a_checkout_cancelled_as_it_is_handed_a_connection_returns_it(
+    server_backend: str, server_url: str
+) -> None:
+    config = DatabaseConfig(url=server_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    engine = create_async_engine_from_config(config)
+    cancelled: list[asyncio.Future[None]] = []
+
+    async def take() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    def checkin(*_: object) -> None:  # runs before the waiter is handed the connection
+        if cancelled:
+            asyncio.get_running_loop().call_soon(cancelled[0].cancel)
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    try:
+        async with engine.connect():
+            cancelled.append(asyncio.ensure_future(take()))
+            await asyncio.sleep(0.2)  # waiting
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled[0]
+        cancelled.clear()
+        await asyncio.wait_for(take(), 1)  # the connection came back to the pool
+        pool = engine.pool
+        assert isinstance(pool, LoopBoundPool)
+        assert pool.checkedout() == 0
+    finally:
+        await engine.dispose()
