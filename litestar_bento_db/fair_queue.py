@@ -59,22 +59,19 @@ class FairQueue(sqla_queue.AsyncAdaptedQueue[_T]):
     def _oldest_waiter(self) -> asyncio.Future[_T] | None:
         """The oldest waiter of the running loop, taken off the list; closed loops' dropped."""
         running, waiters = _running_loop(), self._waiters
-        while waiters:  # the usual case: the oldest waits in this loop
-            oldest = waiters[0]
-            if oldest.done() or oldest.get_loop().is_closed():
-                waiters.popleft()
-            elif oldest.get_loop() is running:
-                return waiters.popleft()
-            else:
-                break
-        for waiter in list(waiters):  # the oldest waits in another loop: look further
+        others: list[asyncio.Future[_T]] = []  # waiters of other loops, kept in their order
+        found = None
+        while waiters and found is None:
+            waiter = waiters.popleft()
             loop = waiter.get_loop()
             if waiter.done() or loop.is_closed():
-                self._waiters.remove(waiter)
-            elif loop is running:
-                self._waiters.remove(waiter)
-                return waiter
-        return None
+                continue
+            if loop is running:
+                found = waiter
+            else:
+                others.append(waiter)
+        waiters.extendleft(reversed(others))
+        return found
 
     def put_nowait(self, item: _T) -> None:
         """Give ``item`` to the oldest waiter; queue it when none of this loop waits."""
