@@ -21,12 +21,13 @@ from typing import TypeVar
 from sqlalchemy.util import await_only
 from sqlalchemy.util import queue as sqla_queue
 
-__all__ = ["FairQueue"]
+__all__ = ["FairQueue", "running_loop"]
 
 _T = TypeVar("_T")
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -58,7 +59,7 @@ class FairQueue(sqla_queue.AsyncAdaptedQueue[_T]):
 
     def _oldest_waiter(self) -> asyncio.Future[_T] | None:
         """The oldest waiter of the running loop, taken off the list; closed loops' dropped."""
-        running, waiters = _running_loop(), self._waiters
+        running, waiters = running_loop(), self._waiters
         others: list[asyncio.Future[_T]] = []  # waiters of other loops, kept in their order
         found = None
         while waiters and found is None:

@@ -43,7 +43,7 @@ from sqlalchemy.util import queue as sqla_queue
 
 from litestar_bento_db._counters import COUNTERS
 from litestar_bento_db.drivers import driver_of_connection
-from litestar_bento_db.fair_queue import FairQueue
+from litestar_bento_db.fair_queue import FairQueue, running_loop
 from litestar_bento_db.liveness import driver_closed
 from litestar_bento_db.resilience.classification import is_driver_error, mark_database_error
 
@@ -62,13 +62,6 @@ logger = logging.getLogger(__name__)
 _HOLD_WEIGHT = 0.2
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class OtherLoopConnection(Exception):
     """Why a pooled connection was discarded: it belongs to another event loop.
 
@@ -84,7 +77,7 @@ def connection_loop(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
 
 def _is_foreign(dbapi_connection: Any) -> asyncio.AbstractEventLoop | None:
     owner = connection_loop(dbapi_connection)
-    if owner is None or owner is _running_loop():
+    if owner is None or owner is running_loop():
         return None
     return owner
 
