@@ -3,9 +3,13 @@ its own pytest root) against each database, in a pytest process of its own."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from litestar_bento_db import DatabaseConfig, create_async_engine_from_config
 from litestar_bento_db.resilience import DatabaseErrorClassifier, ErrorCategory
 from litestar_bento_db.testing import DatabaseFaults
-from tests.conftest import backend_url
+from tests.conftest import backend_url, require_server
 from tests.servers import ROOT
 
 EXAMPLE = ROOT / "examples" / "testing"
@@ -94,5 +98,40 @@ async def test_the_faults_are_the_servers_own(server_backend: str, server_url: s
             with pytest.raises(DBAPIError) as lost:
                 await connection.execute(text("SELECT 1"))
             assert DatabaseErrorClassifier.classify(lost.value) is ErrorCategory.CONNECTION
+    finally:
+        await engine.dispose()
+
+
+def _is_local_postgres(pid: int) -> bool:
+    process = Path(f"/proc/{pid}/cmdline")
+    return process.exists() and b"postgres" in process.read_bytes()
+
+
+async def test_kill_connection_waits_for_a_backend_slow_to_exit() -> None:
+    """The backend still there at the first look (stopped here for 0.5 s, as a busy machine
+    delays it) is seen gone once it exits: each look reads the server afresh."""
+    url = require_server("postgresql")
+    engine = create_async_engine_from_config(DatabaseConfig(url=url, metrics=False))
+    try:
+        async with engine.connect() as connection:
+            await connection.begin()
+            pid = int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            if not _is_local_postgres(pid):
+                pytest.skip("the PostgreSQL server does not run on this machine")
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except PermissionError:
+                pytest.skip("the PostgreSQL server's processes are not this user's to stop")
+            resume = asyncio.get_running_loop().call_later(0.5, os.kill, pid, signal.SIGCONT)
+            try:
+                started = time.monotonic()
+                await DatabaseFaults(engine, connection).kill_connection()
+                assert time.monotonic() - started >= 0.4  # it did wait for the exit
+            finally:
+                resume.cancel()
+                with contextlib.suppress(ProcessLookupError):  # exited: resumed by then
+                    os.kill(pid, signal.SIGCONT)
+            with pytest.raises(DBAPIError):
+                await connection.execute(text("SELECT 1"))
     finally:
         await engine.dispose()

@@ -83,7 +83,10 @@ class DatabaseFaults:
         """
         server = self._server()
         session_id = int((await self.connection.execute(text(server.session_id))).scalar_one())
-        async with self.engine.connect() as other:
+        async with self.engine.connect() as connection:
+            # each poll in a transaction of its own: PostgreSQL shows pg_stat_activity as
+            # it was at the transaction's first look, so one early look would last 5 s
+            other = await connection.execution_options(isolation_level="AUTOCOMMIT")
             await other.execute(text(server.kill.format(id=session_id)))
             for _ in range(100):
                 remaining = await other.scalar(text(server.gone.format(id=session_id)))
