@@ -149,6 +149,8 @@ async def _server_connections(kind: str, pool_name: str) -> int:
     admin = create_async_engine_from_config(DatabaseConfig(url=require_server(kind), metrics=False))
     try:
         async with admin.connect() as connection:
+            # each look afresh: PostgreSQL keeps one pg_stat_activity view per transaction
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
             if kind == "postgresql":
                 query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"
             else:
