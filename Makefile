@@ -40,15 +40,16 @@ PYTEST_BOTH = for driver in asyncpg psycopg; do \
 test: install services
 	@$(call PYTEST_BOTH,$(VENV))
 
-# the same suite on the lowest versions pyproject.toml allows for every direct dependency,
-# but for the Patroni failover scenarios (about 80 s a driver, in make test on both
-# drivers; the read-only and multi-host tests they rest on run here too)
+# the same suite on the lowest versions pyproject.toml allows for every direct dependency:
+# every test but the slow scenarios (failover, chaos, workers, ...: in make test), of
+# which the chaos kill and restart faults run here too (marker floors); the fast tests
+# of what they rest on (pool, liveness, overload, read-only, multi-host) all run here
 test-lowest: install services
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv --quiet --python $(LOWEST_PYTHON) $(LOWEST)
 	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
 	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python | grep -iE '^(litestar|advanced-alchemy|sqlalchemy|asyncpg|psycopg|psycopg-binary|asyncmy|aiosqlite|msgspec|python-dotenv|greenlet|pytest|pytest-asyncio)=='
-	@$(call PYTEST_BOTH,$(LOWEST),--ignore=tests/test_failover.py)
+	@$(call PYTEST_BOTH,$(LOWEST),-m "not slow or floors")
 
 check: install
 	$(BIN)/ruff check .

@@ -6,8 +6,8 @@ its tests locally and fails them when ``CI=true``.
 
 ``TEST_PG_DRIVER`` (``asyncpg``, the default, or ``psycopg``) picks the PostgreSQL
 driver of the default URLs. With ``psycopg``, the tests that run on MariaDB or SQLite
-only are left out: ``make test`` runs the suite once, then its PostgreSQL part again on
-psycopg.
+only are left out, and the slow scenarios marked ``driver_independent``: ``make test``
+runs the suite once, then its PostgreSQL part again on psycopg.
 """
 
 from __future__ import annotations
@@ -51,11 +51,14 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On psycopg, leave out the tests of the other databases (asyncpg's run has them)."""
+    """On psycopg, leave out the tests of the other databases and the ``driver_independent``
+    scenarios (asyncpg's run has them)."""
     if PG_DRIVER == "asyncpg":
         return
 
     def other_database(item: pytest.Item) -> bool:
+        if item.get_closest_marker("driver_independent") is not None:
+            return True
         callspec = getattr(item, "callspec", None)
         params = callspec.params.values() if callspec is not None else ()
         values = {value for value in params if isinstance(value, str)}

@@ -125,7 +125,17 @@ async def _inject(fault: str, kind: str, proxy: TcpProxy | None) -> tuple[float,
     return broke, time.monotonic()
 
 
-@pytest.mark.parametrize("fault", ["kill", "restart", "outage", "stall"])
+# killed connections and a restarted server also run on the lowest versions (SQLAlchemy
+# 2.0's pool under real faults); the outage and the stall on the newest only
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param("kill", marks=pytest.mark.floors),
+        pytest.param("restart", marks=pytest.mark.floors),
+        "outage",
+        "stall",
+    ],
+)
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 async def test_writes_survive_real_faults(
     kind: str, fault: str, tmp_path: Path, servers: list[Server]

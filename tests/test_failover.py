@@ -60,7 +60,12 @@ async def _admin(statements: list[str]) -> Counter[str]:
 
 
 @pytest.mark.parametrize("event", ["switchover", "failover"])
-@pytest.mark.parametrize("mode", ["haproxy", "multihost"])
+# through HAProxy the driver meets a plain TCP endpoint that drops its connections (as
+# in the chaos tests, which run on both drivers): asyncpg's pass has it; the multi-host
+# URL, where the driver itself picks the node, runs on both
+@pytest.mark.parametrize(
+    "mode", [pytest.param("haproxy", marks=pytest.mark.driver_independent), "multihost"]
+)
 async def test_writes_survive_the_primary_moving(
     mode: str, event: str, tmp_path: Path, servers: list[Server]
 ) -> None:

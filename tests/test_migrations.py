@@ -84,6 +84,7 @@ def _start(port: int, log: Path, url: str) -> Server:
 
 
 @pytest.mark.slow
+@pytest.mark.driver_independent  # processes and a server lock; the lock's tests run on both
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 async def test_three_servers_of_two_workers_migrate_once(kind: str, tmp_path: Path) -> None:
     url = require_server(kind)

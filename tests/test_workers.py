@@ -26,7 +26,9 @@ from tests.conftest import require_server
 from tests.proxy import free_port
 from tests.servers import ROOT
 
-pytestmark = pytest.mark.slow
+# worker processes, each with its engine, drained on SIGTERM: about the server and the
+# plugin's lifespan, not the PostgreSQL driver (asyncpg's pass has it)
+pytestmark = [pytest.mark.slow, pytest.mark.driver_independent]
 
 WORKERS = 3
 WARMUP = 2
