@@ -69,13 +69,15 @@ class PasswordSource:
         """The password once it differs from ``refused``, waiting up to ``wait`` seconds.
 
         A rotation changes the server and the file (or the provider's answer) one after
-        the other: the new one may be moments behind. After ``wait`` seconds, whatever
-        the source says then (the server may be the one behind).
+        the other: the new one may be moments behind. An empty answer is waited past too
+        (a file rewritten in place reads empty between its truncation and its write).
+        After ``wait`` seconds, whatever the source says then (the server may be the one
+        behind).
         """
         deadline = time.monotonic() + wait
         while True:
             password = self.read()
-            if password != refused or time.monotonic() >= deadline:
+            if password not in (refused, "") or time.monotonic() >= deadline:
                 return password
             await_only(asyncio.sleep(_POLL))
 

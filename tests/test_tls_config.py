@@ -5,14 +5,18 @@ No server: what each driver is handed, and the config errors. tests/test_tls.py 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.util import greenlet_spawn
 
 from litestar_bento_db import ConfigError, DatabaseConfig
+from litestar_bento_db.credentials import PasswordSource
 from litestar_bento_db.engines import get_engine_for_config
 from litestar_bento_db.replicas import ReplicaSet
 from litestar_bento_db.tls import without_tls_keys
@@ -223,3 +227,21 @@ def test_password_settings_never_show_the_password(tmp_path: Path) -> None:
         assert SECRET not in str(config.safe_dict())
         replaced = dataclasses.replace(config, url=MYSQL)
         assert replaced.password_file == config.password_file
+
+
+async def test_a_refused_password_is_read_again_past_a_file_being_rewritten(
+    tmp_path: Path,
+) -> None:
+    """A file rewritten in place reads empty between its truncation and its write: that
+    is not the new password, it is waited past like the old one."""
+    secret = tmp_path / "password"
+    secret.write_text("")  # truncated, the new password not written yet
+    source = PasswordSource(file=str(secret))
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, secret.write_text, "rotate-1\n")
+    started = time.monotonic()
+    assert await greenlet_spawn(source.read_changed, "rotate-0", 2.0) == "rotate-1"
+    assert time.monotonic() - started >= 0.15
+    # after the wait, whatever the file says then
+    secret.write_text("")
+    assert await greenlet_spawn(source.read_changed, "rotate-1", 0.1) == ""
