@@ -98,9 +98,6 @@ class Probe:
     message: it may carry secrets)."""
     read_only: bool | None = None
     """The server refuses writes (a standby, read-only mode); None when not asked."""
-    busy: bool = False
-    """Answered from the pool's traffic, without a ping: every connection in use and
-    connections coming back in good health (``LoopBoundPool.busy_and_answering``)."""
 
 
 #: what a read-only check answers for "writable": false, 0, and MariaDB's ``read_only``
@@ -144,10 +141,7 @@ async def probe(
 
     Never raises (except when the calling task itself is cancelled). Opening several
     connections warms the pool up: each is checked out (and opened if needed) at the
-    same time, so they are distinct. When every connection of the pool is in use and
-    they keep coming back in good health, a single ping is not queued behind them (under
-    overload it would be refused or time out while the database answers): the probe
-    passes without one (:attr:`Probe.busy`; nor is ``read_only_query`` asked).
+    same time, so they are distinct.
 
     Args:
         engine: The engine to probe.
@@ -157,9 +151,6 @@ async def probe(
             the server refuses writes (:attr:`DialectSettings.read_only_query`); the
             answer is :attr:`Probe.read_only`. Still one round trip.
     """
-    pool = engine.pool
-    if connections <= 1 and isinstance(pool, LoopBoundPool) and pool.busy_and_answering(timeout):
-        return Probe(True, None, time.monotonic(), busy=True)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):

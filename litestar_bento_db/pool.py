@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from typing import Any, Protocol
 
@@ -160,7 +159,6 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         self._waiting = 0  # checkouts that found every connection in use
         self._max_pending = max_pending
         self._mean_hold = 0.0  # seconds a connection is held, a moving average
-        self._returned_at = -math.inf  # when a connection last came back in good health
         self._nominal_size = self._pool.maxsize
         self._overflow_idle_timeout = overflow_idle_timeout
         self._overflow_needed_at = 0.0
@@ -284,17 +282,6 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
         in_use = max(1, self._nominal_size + self._max_overflow)
         return (self._waiting + 1) * self._mean_hold / in_use
 
-    def busy_and_answering(self, within: float) -> bool:
-        """Every connection is in use, and one came back in good health lately.
-
-        Lately: within twice the mean hold time, and at most ``within`` seconds. Then the
-        database answers and only the pool is busy: a readiness ping need not queue
-        behind the requests (or be refused as an overload). A pool whose connections
-        stopped coming back (a stalled network, statements that hang) is not.
-        """
-        window = min(within, 2 * self._mean_hold)
-        return self._all_in_use() and time.monotonic() - self._returned_at <= window
-
     def _all_in_use(self) -> bool:
         # QueuePool's own test for a checkout that has to wait (``_do_get``)
         full = self._max_overflow > -1 and self._overflow >= self._max_overflow
@@ -318,10 +305,8 @@ class LoopBoundPool(AsyncAdaptedQueuePool):
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         taken = self._checked_out.pop(record, None)
         if taken is not None:  # a moving average, about the last 5 checkouts weighing most
-            now = time.monotonic()
-            self._mean_hold += (now - taken - self._mean_hold) * _HOLD_WEIGHT
-            if record.dbapi_connection is not None:  # not invalidated
-                self._returned_at = now
+            held = time.monotonic() - taken
+            self._mean_hold += (held - self._mean_hold) * _HOLD_WEIGHT
         if self._disposed:
             record.close()
             return
